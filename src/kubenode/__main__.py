@@ -1,0 +1,5 @@
+import sys
+
+from kubenode.cli import main
+
+sys.exit(main())

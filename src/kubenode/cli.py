@@ -1,0 +1,140 @@
+"""The `kubenode` command: one multi-role binary (as k3s).
+
+Command definitions only; each subcommand runs `<module>:main(args) -> int` of its
+component. A component that does not exist yet exits 2 with "not implemented yet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+DEFAULT_DATA_DIR = "/var/lib/kubenode"
+DEFAULT_RUNTIME_SOCKET = "/run/kubenode/runtime.sock"
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--secure-port", type=int, default=6443)
+    p.add_argument("--storage", choices=["sqlite", "etcd"], default="sqlite")
+    p.add_argument("--etcd-servers", default="http://127.0.0.1:2379")
+    p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--node-monitor-grace-period", type=float, default=50.0)
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", default=DEFAULT_RUNTIME_SOCKET)
+    p.add_argument("--root", default=f"{DEFAULT_DATA_DIR}/runtime")
+    p.add_argument("--state", default="/run/kubenode/runtime")
+    p.add_argument("--pod-cidr", default="10.42.0.0/24")
+    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
+    p.add_argument("--cni-bin-dir", default="/usr/lib/cni")
+    p.add_argument("--cni-bridge", default="kubenode0")
+    p.add_argument("--stream-address", default="127.0.0.1")
+    p.add_argument("--stream-port", type=int, default=0)
+    p.add_argument("--insecure-registry", action="append", default=[])
+    p.add_argument("--registry-mirror", action="append", default=[],
+                   help="REGISTRY=MIRROR, e.g. docker.io=http://127.0.0.1:5000")
+    p.add_argument("--max-layer-size", type=int, default=10 << 30,
+                   help="refuse layers that decompress to more than this many bytes")
+
+
+def _kubelet_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", required=False)
+    p.add_argument("--node-name", default=socket.gethostname().lower())
+    p.add_argument("--container-runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
+    p.add_argument("--config", help="a KubeletConfiguration file (kubelet.config.k8s.io/v1beta1)")
+    p.add_argument("--root-dir", default="/var/lib/kubelet")
+    p.add_argument("--pod-manifest-path")
+    p.add_argument("--port", type=int, default=10250)
+    p.add_argument("--healthz-port", type=int, default=10248)
+    p.add_argument("--pod-logs-dir", default="/var/log/pods")
+
+
+def _proxy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--proxy-mode", choices=["nftables", "iptables"], default="nftables")
+    p.add_argument("--cleanup", action="store_true")
+    p.add_argument("--healthz-bind-address", default="0.0.0.0:10256")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10249")
+    p.add_argument("--proxy-config", dest="proxy_config",
+                   help="a KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubenode")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="server + runtime + agent on this machine")
+    _server_flags(up)
+    up.add_argument("--runtime", choices=["kubenode", "containerd"], default="kubenode")
+    up.set_defaults(entry="kubenode.up:main")
+
+    server = sub.add_parser("server", help="control plane: API server, scheduler, controllers")
+    _server_flags(server)
+    server.set_defaults(entry="kubenode.server.main:main")
+
+    runtime = sub.add_parser("runtime", help="CRI v1 server on a unix socket")
+    _runtime_flags(runtime)
+    runtime.add_argument("action", nargs="?", choices=["serve", "check"], default="serve",
+                         help="check: list leaked resources, exit 1 if any")
+    runtime.set_defaults(entry="kubenode.runtime.main:main")
+
+    agent = sub.add_parser("agent", help="kubelet + kube-proxy for one node")
+    _kubelet_flags(agent)
+    _proxy_flags(agent)
+    agent.set_defaults(entry="kubenode.agent:main")
+
+    kubelet = sub.add_parser("kubelet", help="the node agent alone")
+    _kubelet_flags(kubelet)
+    kubelet.set_defaults(entry="kubenode.kubelet.main:main")
+
+    proxy = sub.add_parser("proxy", help="kube-proxy alone")
+    proxy.add_argument("--kubeconfig")
+    proxy.add_argument("--hostname-override", default=socket.gethostname().lower())
+    _proxy_flags(proxy)
+    proxy.set_defaults(entry="kubenode.proxy.main:main")
+
+    image = sub.add_parser("image", help="build, push, import and list images")
+    isub = image.add_subparsers(dest="image_command", required=True)
+    build = isub.add_parser("build", help="build an OCI image layout from busybox-static")
+    build.add_argument("kind", choices=["busybox", "pause"])
+    build.add_argument("--output", required=True)
+    build.add_argument("--tag")
+    push = isub.add_parser("push", help="push an OCI image layout to a registry")
+    push.add_argument("layout")
+    push.add_argument("ref")
+    push.add_argument("--insecure", action="store_true")
+    push.add_argument("--username")
+    push.add_argument("--password")
+    imp = isub.add_parser("import", help="load an OCI image layout into the runtime's store")
+    imp.add_argument("layout")
+    imp.add_argument("--root", default=f"{DEFAULT_DATA_DIR}/runtime")
+    ls = isub.add_parser("ls", help="list the runtime's images")
+    ls.add_argument("--runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
+    image.set_defaults(entry="kubenode.runtime.images.command:main")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    module_name, _, func_name = args.entry.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module_name.startswith(err.name):
+            print(f"kubenode {args.command}: not implemented yet", file=sys.stderr)
+            return 2
+        raise
+    result: int = getattr(module, func_name)(args)
+    return result
