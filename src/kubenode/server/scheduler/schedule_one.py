@@ -1,0 +1,88 @@
+"""One scheduling decision (upstream schedule_one.go): filter every node, score the
+feasible ones, pick the best (ties at random), or explain why none fits with
+upstream's FitError message."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubenode.server.scheduler.nodeinfo import NodeInfo
+from kubenode.server.scheduler.plugins import FILTERS, FilterStatus, PodTopologySpread, score_nodes
+
+Obj = dict[str, Any]
+
+NO_NODES = "no nodes available to schedule pods"
+
+
+@dataclass
+class FitError:
+    num_nodes: int
+    statuses: dict[str, FilterStatus] = field(default_factory=dict)
+    preemption_never: bool = False
+
+    def message(self) -> str:
+        """upstream FitError.Error() with DefaultPreemption's PostFilter message."""
+        if self.num_nodes == 0:
+            return NO_NODES
+        hist: Counter[str] = Counter()
+        for st in self.statuses.values():
+            hist.update(st.reasons)
+        msg = f"0/{self.num_nodes} nodes are available:"
+        reasons = sorted(f"{n} {r}" for r, n in hist.items())
+        if reasons:
+            msg += f" {', '.join(reasons)}."
+        if self.preemption_never:
+            msg += " preemption: not eligible due to preemptionPolicy=Never."
+            return msg
+        post: Counter[str] = Counter()
+        for st in self.statuses.values():
+            post[
+                "Preemption is not helpful for scheduling"
+                if st.unresolvable
+                else "No preemption victims found for incoming pod"
+            ] += 1
+        post_reasons = sorted(f"{n} {r}" for r, n in post.items())
+        msg += f" preemption: 0/{self.num_nodes} nodes are available: {', '.join(post_reasons)}."
+        return msg
+
+
+@dataclass
+class ScheduleResult:
+    node: str | None
+    error: FitError | None = None
+    feasible: int = 0
+
+
+def filter_node(pod: Obj, info: NodeInfo, spread: PodTopologySpread) -> FilterStatus | None:
+    for f in FILTERS:
+        st = f(pod, info)
+        if st is not None:
+            return st
+    return spread.filter(pod, info)
+
+
+def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> ScheduleResult:
+    spread = PodTopologySpread(pod, infos)
+    feasible: list[NodeInfo] = []
+    err = FitError(
+        num_nodes=len(infos),
+        preemption_never=(pod.get("spec") or {}).get("preemptionPolicy") == "Never",
+    )
+    for info in infos:
+        st = filter_node(pod, info, spread)
+        if st is None:
+            feasible.append(info)
+        else:
+            err.statuses[info.name] = st
+    if not feasible:
+        return ScheduleResult(node=None, error=err)
+    if len(feasible) == 1:
+        return ScheduleResult(node=feasible[0].name, feasible=1)
+    scores = score_nodes(pod, feasible, spread)
+    best = max(scores)
+    winners = [i for i, s in zip(feasible, scores, strict=True) if s >= best - 1e-9]
+    return ScheduleResult(node=rng.choice(winners).name, feasible=len(feasible))
