@@ -1,6 +1,7 @@
 # Shared by up.sh and test.sh: install what is missing on a Debian 12 machine (as root).
 APT_PACKAGES="runc conmon containerd containernetworking-plugins nftables iptables conntrack
-busybox-static docker-registry skopeo umoci etcd-server iproute2 prometheus ca-certificates"
+busybox-static docker-registry skopeo umoci etcd-server iproute2 prometheus ca-certificates
+gcc libc6-dev"
 
 install_apt_packages() {
     missing=""

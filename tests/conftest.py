@@ -9,6 +9,8 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.guard",
+    "tests.fixtures.images",
+    "tests.fixtures.registry",
 ]
 
 

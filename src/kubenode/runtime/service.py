@@ -10,14 +10,16 @@ from kubenode import __version__
 from kubenode.cri import api_pb2 as pb
 from kubenode.cri import api_pb2_grpc as pb_grpc
 from kubenode.runtime.config import RuntimeConfig
+from kubenode.runtime.images.store import ImageStore
 
 RUNTIME_NAME = "kubenode"
 CRI_API_VERSION = "v1"
 
 
 class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
-    def __init__(self, *, config: RuntimeConfig) -> None:
+    def __init__(self, *, config: RuntimeConfig, images: ImageStore | None = None) -> None:
         self._config = config
+        self.images = images
 
     def image_in_use(self, image_id: str) -> bool:
         """Whether any container was created from this image (RemoveImage refuses then)."""
