@@ -14,7 +14,8 @@ def test_version_and_status_over_unix_socket(tmp_path: Path) -> None:
     sock = tmp_path / "rt.sock"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubenode", "runtime", "--socket", str(sock),
-         "--root", str(tmp_path / "root"), "--state", str(tmp_path / "state")],
+         "--root", str(tmp_path / "root"), "--state", str(tmp_path / "state"),
+         "--cni-conf-dir", str(tmp_path / "net.d")],
         env=os.environ.copy(),
     )
     try:
@@ -30,8 +31,8 @@ def test_version_and_status_over_unix_socket(tmp_path: Path) -> None:
             st = rt.Status(pb.StatusRequest(), timeout=10)
             assert {c.type for c in st.status.conditions} == {"RuntimeReady", "NetworkReady"}
             try:
-                rt.ListContainers(pb.ListContainersRequest(), timeout=10)
-                raise AssertionError("ListContainers should be UNIMPLEMENTED")
+                rt.CheckpointContainer(pb.CheckpointContainerRequest(), timeout=10)
+                raise AssertionError("CheckpointContainer should be UNIMPLEMENTED")
             except grpc.RpcError as err:
                 assert err.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:

@@ -1,0 +1,144 @@
+"""conmon, the per-container monitor: it runs `runc create`, holds the container's
+stdio, writes the CRI log file (k8s-file driver: `<RFC3339Nano> stdout|stderr F|P line`),
+writes the exit code to `<exit-dir>/<id>` and `<persist-dir>/exit` when the container
+dies, and detaches (double fork) so a restart of `kubenode runtime` never kills a
+container.
+
+Handshake: conmon reports the container pid (or runc's error) as one JSON line
+`{"data": PID}` / `{"data": -1, "message": "..."}` on the sync pipe (_OCI_SYNCPIPE).
+Log rotation: writing "2 0 0\n" to the bundle's `ctl` FIFO makes conmon reopen its log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubenode.runtime.runc import Runc
+
+CONMON = "conmon"
+
+
+class ConmonError(Exception):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConmonPaths:
+    bundle: Path
+    log_path: Path
+    exit_dir: Path
+    socket_dir: Path
+    persist_dir: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.bundle / "pidfile"
+
+    @property
+    def conmon_pidfile(self) -> Path:
+        return self.bundle / "conmon.pid"
+
+
+def binary() -> str:
+    return shutil.which(CONMON) or f"/usr/bin/{CONMON}"
+
+
+async def create(*, cid: str, name: str, runc: Runc, paths: ConmonPaths, stdin: bool = False,
+                 stdin_once: bool = False, tty: bool = False, log_size_max: int = -1,
+                 timeout_s: float = 60.0) -> int:
+    """`runc create` under a new conmon; returns the container's init pid."""
+    for d in (paths.exit_dir, paths.socket_dir, paths.persist_dir, paths.log_path.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary(), "--api-version", "1", "-c", cid, "-u", cid, "-n", name,
+        "-r", runc.binary, "--runtime-arg", "--root", "--runtime-arg", str(runc.root),
+        "-b", str(paths.bundle), "-p", str(paths.pidfile),
+        "--conmon-pidfile", str(paths.conmon_pidfile),
+        "-l", f"k8s-file:{paths.log_path}", "--log-level", "error",
+        "--exit-dir", str(paths.exit_dir), "--socket-dir-path", str(paths.socket_dir),
+        "--persist-dir", str(paths.persist_dir), "--syslog",
+    ]
+    if log_size_max > 0:
+        argv += ["--log-size-max", str(log_size_max)]
+    if stdin:
+        argv.append("-i")
+        if not stdin_once:
+            argv.append("--leave-stdin-open")
+    if tty:
+        argv.append("-t")
+    r, w = os.pipe()
+    try:
+        env = dict(os.environ, _OCI_SYNCPIPE=str(w))
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, pass_fds=(w,), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True)
+        os.close(w)
+        w = -1
+        # the parent exits once the monitor has daemonized; the pipe stays with the monitor
+        if await proc.wait() != 0:
+            raise ConmonError(f"conmon exited with status {proc.returncode}")
+        line = await asyncio.wait_for(asyncio.to_thread(_read_line, r), timeout_s)
+    finally:
+        if w >= 0:
+            os.close(w)
+        os.close(r)
+    if not line:
+        raise ConmonError("conmon exited before reporting the container pid")
+    try:
+        msg = json.loads(line)
+    except ValueError as e:
+        raise ConmonError(f"bad message from conmon: {line!r}") from e
+    pid = int(msg.get("data", -1))
+    if pid <= 0:
+        raise ConmonError(_runc_message(msg.get("message", "")))
+    return pid
+
+
+def _runc_message(text: str) -> str:
+    text = text.strip()
+    if 'msg="' in text:
+        text = text.split('msg="', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
+    return text or "container create failed"
+
+
+def _read_line(fd: int) -> str:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace").strip()
+
+
+def reopen_log(bundle: Path) -> None:
+    ctl = bundle / "ctl"
+    try:
+        fd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise ConmonError(f"container monitor is not running: {err.strerror}") from err
+    try:
+        os.write(fd, b"2 0 0\n")
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+        os.kill(pid, 0)
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return False
+        return comm == "conmon"
+    return False
