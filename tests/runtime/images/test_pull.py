@@ -1,0 +1,251 @@
+"""Pulls from a real docker-registry on 127.0.0.1: by tag and digest, multi-platform
+index, basic and token auth, registry down, corrupt blob, concurrent pulls, mirrors,
+restart of the store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kubenode.runtime.images import layout, oci
+from kubenode.runtime.images import registry as reg_mod
+from kubenode.runtime.images.auth import Credentials
+from kubenode.runtime.images.command import push_layout
+from kubenode.runtime.images.pull import pull_image
+from kubenode.runtime.images.reference import parse
+from kubenode.runtime.images.registry import RegistryClient, RegistryHosts
+from kubenode.runtime.images.store import ImageStore
+from tests.fixtures.images import BuiltLayout
+from tests.fixtures.registry import RegistryFactory, free_port
+
+pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[RegistryClient]:
+    c = RegistryClient(retries=2, backoff=0.05)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _store(tmp_path: Path) -> ImageStore:
+    s = ImageStore(tmp_path / "root")
+    s.start()
+    return s
+
+
+def _layer_digests(lay: BuiltLayout) -> list[str]:
+    m = layout.read_json_blob(lay.path, lay.manifest_digest)
+    return [d["digest"] for d in m["layers"]]
+
+
+def _config_digest(lay: BuiltLayout) -> str:
+    return str(layout.read_json_blob(lay.path, lay.manifest_digest)["config"]["digest"])
+
+
+async def test_cli_push_then_pull_by_tag_and_digest(
+        tmp_path: Path, registry: RegistryFactory, busybox_layout: BuiltLayout,
+        client: RegistryClient) -> None:
+    reg = registry()
+    ref = f"{reg.host}/library/busybox:1.0"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kubenode", "image", "push", str(busybox_layout.path), ref,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == [ref, busybox_layout.manifest_digest]
+    store = _store(tmp_path)
+    img = await pull_image(store=store, client=client, image=ref)
+    assert img.id == _config_digest(busybox_layout)
+    assert img.repo_tags == [ref]
+    assert img.repo_digests == [f"{reg.host}/library/busybox@{busybox_layout.manifest_digest}"]
+    assert img.config["Cmd"] == ["sh"]
+    assert len(img.layer_dirs) == 1 and (img.layer_dirs[0] / "bin/busybox").is_file()
+    assert img.size > 500_000
+    by_digest = await pull_image(
+        store=store, client=client,
+        image=f"{reg.host}/library/busybox@{busybox_layout.manifest_digest}")
+    assert by_digest.id == img.id
+    for key in (ref, img.id, img.id.removeprefix("sha256:"), img.repo_digests[0]):
+        found = await store.get(key)
+        assert found is not None and found.id == img.id, key
+    assert await store.get(f"{reg.host}/library/busybox:2.0") is None
+    # pushing again skips existing blobs (HEAD) and only re-puts the manifest
+    uploads = reg.requests("POST", "/blobs/uploads/")
+    await push_layout(busybox_layout.path, ref)
+    assert reg.requests("POST", "/blobs/uploads/") == uploads
+
+
+async def test_index_picks_this_platform(tmp_path: Path, registry: RegistryFactory,
+                                         busybox_layout: BuiltLayout,
+                                         client: RegistryClient) -> None:
+    """A multi-platform index (built here): the pull takes linux/<host arch>."""
+    lay = tmp_path / "multi"
+    src = busybox_layout.path
+    (lay / "blobs").mkdir(parents=True)
+    for blob in (src / "blobs" / "sha256").iterdir():
+        layout.write_blob(lay, blob.read_bytes())
+    other_arch = "s390x" if oci.host_arch() != "s390x" else "arm64"
+    cfg = layout.read_json_blob(src, _config_digest(busybox_layout))
+    cfg["architecture"] = other_arch
+    other_cfg = oci.canonical_json(cfg)
+    other_cfg_digest = layout.write_blob(lay, other_cfg)
+    m = layout.read_json_blob(src, busybox_layout.manifest_digest)
+    m["config"] = {"mediaType": oci.MT_OCI_CONFIG, "digest": other_cfg_digest,
+                   "size": len(other_cfg)}
+    other_m = oci.canonical_json(m)
+    other_m_digest = layout.write_blob(lay, other_m)
+    this_m = layout.read_blob(src, busybox_layout.manifest_digest)
+    index = oci.canonical_json({"schemaVersion": 2, "mediaType": oci.MT_OCI_INDEX,
+                                "manifests": [
+        {"mediaType": oci.MT_OCI_MANIFEST, "digest": other_m_digest, "size": len(other_m),
+         "platform": {"os": "linux", "architecture": other_arch}},
+        {"mediaType": oci.MT_OCI_MANIFEST, "digest": busybox_layout.manifest_digest,
+         "size": len(this_m), "platform": {"os": "linux", "architecture": oci.host_arch()}},
+    ]})
+    index_digest = layout.write_blob(lay, index)
+    layout.write_index(lay, [oci.Descriptor(media_type=oci.MT_OCI_INDEX, digest=index_digest,
+                                            size=len(index))])
+    reg = registry()
+    await push_layout(lay, f"{reg.host}/multi/bb:v1")
+    store = _store(tmp_path)
+    img = await pull_image(store=store, client=client, image=f"{reg.host}/multi/bb:v1")
+    assert img.id == _config_digest(busybox_layout)
+    assert img.manifest_digest == busybox_layout.manifest_digest
+    assert img.repo_digests == [f"{reg.host}/multi/bb@{index_digest}"]
+    # an index without this platform: a clear error naming what is there
+    only_other = oci.canonical_json({"schemaVersion": 2, "mediaType": oci.MT_OCI_INDEX,
+                                     "manifests": [json.loads(index)["manifests"][0]]})
+    await client.put_manifest(parse(f"{reg.host}/multi/bb:other"), only_other, oci.MT_OCI_INDEX)
+    with pytest.raises(LookupError, match=f"no matching manifest for linux/{oci.host_arch()}"
+                                          f".*available: linux/{other_arch}"):
+        await pull_image(store=store, client=client, image=f"{reg.host}/multi/bb:other")
+
+
+@pytest.mark.parametrize("auth", ["htpasswd", "token"])
+async def test_auth(tmp_path: Path, registry: RegistryFactory, busybox_layout: BuiltLayout,
+                    client: RegistryClient, auth: str) -> None:
+    password = secrets.token_hex(8)
+    reg = registry(auth=auth, users={"alice": password})
+    ref = f"{reg.host}/private/busybox:latest"
+    good = Credentials(username="alice", password=password)
+    await push_layout(busybox_layout.path, ref, creds=good)
+    store = _store(tmp_path)
+    for creds in (Credentials(username="alice", password="wrong"), Credentials()):
+        c = RegistryClient(retries=0)
+        try:
+            with pytest.raises(reg_mod.Unauthenticated) as exc:
+                await pull_image(store=store, client=c, image=ref, creds=creds)
+        finally:
+            await c.close()
+        assert reg.host in str(exc.value)
+    assert await store.list() == []
+    img = await pull_image(store=store, client=client, image=ref,
+                           creds=Credentials.from_cri(auth=_b64(f"alice:{password}")))
+    assert img.id == _config_digest(busybox_layout)
+    if auth == "token":
+        assert reg.token_server is not None and "alice" in reg.token_server.issued
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+async def test_registry_down_is_a_clear_error(tmp_path: Path, client: RegistryClient) -> None:
+    port = free_port()
+    with pytest.raises(reg_mod.RegistryUnavailable, match=f"127.0.0.1:{port} is unavailable"):
+        await pull_image(store=_store(tmp_path), client=client, image=f"127.0.0.1:{port}/x:1")
+
+
+async def test_missing_image_is_not_found(tmp_path: Path, registry: RegistryFactory,
+                                          client: RegistryClient) -> None:
+    reg = registry()
+    with pytest.raises(reg_mod.NotFound, match="nope"):
+        await pull_image(store=_store(tmp_path), client=client, image=f"{reg.host}/nope:1")
+
+
+async def test_corrupt_blob_is_refused_and_not_kept(tmp_path: Path, registry: RegistryFactory,
+                                                    busybox_layout: BuiltLayout,
+                                                    client: RegistryClient) -> None:
+    reg = registry()
+    ref = f"{reg.host}/library/busybox:latest"
+    await push_layout(busybox_layout.path, ref)
+    [layer] = _layer_digests(busybox_layout)
+    data_path = reg.blob_data_path(layer)
+    data = bytearray(data_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    data_path.write_bytes(bytes(data))
+    store = _store(tmp_path)
+    with pytest.raises(oci.DigestMismatch, match=f"digest mismatch for blob {layer}"):
+        await pull_image(store=store, client=client, image=ref)
+    assert not store.has_blob(layer)
+    assert list(store.snapshots.iterdir()) == []
+    assert list(store.ingest_dir.iterdir()) == []
+    assert await store.list() == []
+
+
+async def test_concurrent_pulls_download_each_blob_once(
+        tmp_path: Path, registry: RegistryFactory, busybox_layout: BuiltLayout,
+        client: RegistryClient) -> None:
+    reg = registry()
+    await push_layout(busybox_layout.path, f"{reg.host}/library/busybox:a")
+    await push_layout(busybox_layout.path, f"{reg.host}/library/busybox:b")
+    store = _store(tmp_path)
+    images = await asyncio.gather(*(
+        pull_image(store=store, client=client, image=f"{reg.host}/library/busybox:{t}")
+        for t in ("a", "a", "b", "a", "b")))
+    assert len({i.id for i in images}) == 1
+    [layer] = _layer_digests(busybox_layout)
+    assert reg.requests("GET", f"/blobs/{layer}") == 1
+    img = await store.get(images[0].id)
+    assert img is not None
+    assert sorted(img.repo_tags) == [f"{reg.host}/library/busybox:a",
+                                     f"{reg.host}/library/busybox:b"]
+
+
+async def test_mirror_serves_docker_io(tmp_path: Path, registry: RegistryFactory,
+                                       busybox_layout: BuiltLayout) -> None:
+    reg = registry()
+    await push_layout(busybox_layout.path, f"{reg.host}/library/busybox:latest")
+    c = RegistryClient(hosts=RegistryHosts(mirrors={"docker.io": reg.url}), retries=0)
+    try:
+        img = await pull_image(store=_store(tmp_path), client=c, image="busybox")
+    finally:
+        await c.close()
+    assert img.repo_tags == ["docker.io/library/busybox:latest"]
+    assert img.repo_digests == [f"docker.io/library/busybox@{busybox_layout.manifest_digest}"]
+
+
+async def test_restart_keeps_images_and_drops_half_done_work(
+        tmp_path: Path, registry: RegistryFactory, busybox_layout: BuiltLayout,
+        client: RegistryClient) -> None:
+    reg = registry()
+    ref = f"{reg.host}/library/busybox:latest"
+    await push_layout(busybox_layout.path, ref)
+    store = _store(tmp_path)
+    img = await pull_image(store=store, client=client, image=ref)
+    (store.ingest_dir / "half-downloaded").write_bytes(b"x" * 100)
+    half = store.snapshots / ".tmp-deadbeef-1234"
+    (half / "usr").mkdir(parents=True)
+    again = _store(tmp_path)
+    found = await again.get(ref)
+    assert found is not None and found.id == img.id and found.layer_dirs == img.layer_dirs
+    assert found.config == img.config
+    assert list(again.ingest_dir.iterdir()) == []
+    assert not half.exists()
+    # removal drops its blobs and snapshots
+    assert await again.remove(img.id)
+    assert await again.get(ref) is None
+    assert not img.layer_dirs[0].exists()
+    assert sorted(p.name for p in again.blobs.iterdir()) == []
