@@ -114,6 +114,13 @@ class FakeApi:
         name: str | None = None,
     ) -> Obj:
         self.calls.append(("create", res.plural, subresource or ""))
+        if subresource == "binding":
+            pod = copy.deepcopy(self.get_informer(res).store[f"{namespace}/{name}"])
+            if pod["spec"].get("nodeName"):
+                raise ApiError(409, "Conflict", "pod is already assigned")
+            pod["spec"]["nodeName"] = obj["target"]["name"]
+            self.put(res, pod)
+            return obj
         if subresource:
             return obj
         if namespace:

@@ -103,11 +103,16 @@ class NodeInfo:
     def name(self) -> str:
         return str(self.node["metadata"]["name"])
 
-    @property
-    def allocatable(self) -> Resources:
-        status = self.node.get("status") or {}
+    allocatable: Resources = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.set_node(self.node)
+
+    def set_node(self, node: Obj) -> None:
+        self.node = node
+        status = node.get("status") or {}
         alloc = status.get("allocatable") or status.get("capacity") or {}
-        return {k: amount(k, v) for k, v in alloc.items()}
+        self.allocatable = {k: amount(k, v) for k, v in alloc.items()}
 
     def add_pod(self, key: str, pod: Obj) -> None:
         if key in self.pods:

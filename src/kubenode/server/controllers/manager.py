@@ -1,0 +1,156 @@
+"""kube-controller-manager, embedded: builds the enabled controllers over one set of
+shared informers and runs them until `stop` is set.
+
+    await run_controllers(client=api_client, stop=stop, options=ControllerOptions(...))
+
+`options.controllers` follows upstream's --controllers flag: "*" enables all, "-name"
+disables one, "name" enables one (names: CONTROLLERS below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubenode.client import ApiClient
+from kubenode.server.controllers.api import Api, Informers
+from kubenode.server.controllers.controller import Controller
+from kubenode.server.controllers.deployment import DeploymentController
+from kubenode.server.controllers.endpoints import EndpointsController
+from kubenode.server.controllers.endpointslice import EndpointSliceController
+from kubenode.server.controllers.garbagecollector import GarbageCollector
+from kubenode.server.controllers.informers import ClientApi, SharedInformers
+from kubenode.server.controllers.namespace import NamespaceController
+from kubenode.server.controllers.nodelifecycle import (
+    NodeLifecycleController,
+    NodeLifecycleOptions,
+)
+from kubenode.server.controllers.replicaset import ReplicaSetController
+from kubenode.server.controllers.serviceaccount import ServiceAccountController
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ControllerOptions:
+    controllers: list[str] = field(default_factory=lambda: ["*"])
+    node_monitor_grace_period: float = 50.0
+    node_monitor_period: float = 5.0
+    pki_dir: str | None = None
+
+
+def _nodelifecycle(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
+    return NodeLifecycleController(
+        api=api,
+        informers=informers,
+        options=NodeLifecycleOptions(
+            grace_period=o.node_monitor_grace_period,
+            monitor_period=min(o.node_monitor_period, max(o.node_monitor_grace_period / 5, 0.2)),
+        ),
+    )
+
+
+def _simple(cls: type[Controller]) -> Callable[[Api, Informers, ControllerOptions], Controller]:
+    def build(api: Api, informers: Informers, _o: ControllerOptions) -> Controller:
+        return cls(api=api, informers=informers)
+
+    return build
+
+
+CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]] = {
+    "endpointslice": _simple(EndpointSliceController),
+    "endpoint": _simple(EndpointsController),
+    "replicaset": _simple(ReplicaSetController),
+    "deployment": _simple(DeploymentController),
+    "nodelifecycle": _nodelifecycle,
+    "namespace": _simple(NamespaceController),
+    "garbagecollector": _simple(GarbageCollector),
+    "serviceaccount": _simple(ServiceAccountController),
+}
+
+
+def enabled(name: str, flags: list[str]) -> bool:
+    if name in flags:
+        return True
+    if f"-{name}" in flags:
+        return False
+    return "*" in flags
+
+
+def build_controllers(
+    api: Api, informers: Informers, options: ControllerOptions
+) -> list[Controller]:
+    flags = [f.strip() for item in options.controllers for f in item.split(",") if f.strip()]
+    return [
+        factory(api, informers, options)
+        for name, factory in CONTROLLERS.items()
+        if enabled(name, flags)
+    ]
+
+
+async def run_loops(loops: list[Any], stop: asyncio.Event) -> None:
+    """Run control loops (objects with `async run(stop)`) supervised: one that dies is
+    logged and restarted after a second."""
+
+    async def supervise(loop: Any) -> None:
+        while not stop.is_set():
+            try:
+                await loop.run(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "control loop died name=%s; restarting",
+                    getattr(loop, "name", type(loop).__name__),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    async with asyncio.TaskGroup() as tg:
+        for loop in loops:
+            tg.create_task(
+                supervise(loop), name=f"loop-{getattr(loop, 'name', type(loop).__name__)}"
+            )
+
+
+async def run_controllers(
+    *,
+    client: ApiClient,
+    stop: asyncio.Event,
+    options: ControllerOptions | None = None,
+    informers: SharedInformers | None = None,
+) -> None:
+    options = options or ControllerOptions()
+    api = ClientApi(client)
+    own = informers is None
+    shared = informers or SharedInformers(client)
+    loops = build_controllers(api, shared, options)
+    log.info("starting controllers %s", ",".join(type(c).__name__ for c in loops))
+    if own:
+        async with shared:
+            await run_loops(loops, stop)
+    else:
+        await run_loops(loops, stop)
+
+
+async def run_control_plane(
+    *,
+    client: ApiClient,
+    stop: asyncio.Event,
+    options: ControllerOptions | None = None,
+    scheduler: bool = True,
+) -> None:
+    """Scheduler and controllers over one set of shared informers."""
+    from kubenode.server.scheduler.scheduler import Scheduler
+
+    options = options or ControllerOptions()
+    api = ClientApi(client)
+    async with SharedInformers(client) as shared:
+        loops: list[Any] = build_controllers(api, shared, options)
+        if scheduler:
+            loops.append(Scheduler(api=api, informers=shared))
+        await run_loops(loops, stop)

@@ -1,0 +1,67 @@
+"""Unit tests: the scheduler loop over the in-memory fake API (binding, unschedulable
+condition and events, retry on node events)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from kubenode.server.controllers.api import EVENTS, NODES, PODS
+from kubenode.server.scheduler.scheduler import Scheduler, SchedulerOptions
+from tests.controllers.fake import FakeApi, FakeInformers
+from tests.scheduler.test_plugins import node, pod
+
+Obj = dict[str, Any]
+
+
+async def until(cond: Callable[[], Any]) -> None:
+    for _ in range(300):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_binds_and_reports_unschedulable() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    sched = Scheduler(api=api, informers=inf,
+                      options=SchedulerOptions(initial_backoff=0.01, max_backoff=0.05))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sched.run(stop))
+    api.put(NODES, node("a", cpu="1"))
+    for i in range(3):
+        api.put(PODS, pod(f"p{i}", cpu="300m"))
+    pods = inf.get(PODS)
+    await until(lambda: sum(1 for p in pods.list() if p["spec"].get("nodeName") == "a") == 3)
+    api.put(PODS, pod("big", cpu="500m"))
+
+    def cond() -> Obj | None:
+        for c in (pods.get("default/big") or {}).get("status", {}).get("conditions") or []:
+            if c["type"] == "PodScheduled":
+                return c
+        return None
+    await until(cond)
+    c = cond()
+    assert c is not None and c["reason"] == "Unschedulable"
+    assert c["message"] == ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes "
+                            "are available: 1 No preemption victims found for incoming pod.")
+    reasons = {e["reason"] for e in inf.get(EVENTS).list()}
+    assert {"Scheduled", "FailedScheduling"} <= reasons
+    msgs = {e["message"] for e in inf.get(EVENTS).list() if e["reason"] == "Scheduled"}
+    assert "Successfully assigned default/p0 to a" in msgs
+    api.put(NODES, node("b", cpu="1"))
+    await until(lambda: pods.get("default/big")["spec"].get("nodeName") == "b")
+    # a deleted pod frees room: the next one fits on a
+    p = copy.deepcopy(pod("late", cpu="800m"))
+    api.put(PODS, p)
+    await asyncio.sleep(0.05)
+    assert not pods.get("default/late")["spec"].get("nodeName")
+    api.remove(PODS, "default/p0")
+    api.remove(PODS, "default/p1")
+    api.remove(PODS, "default/p2")
+    await until(lambda: pods.get("default/late")["spec"].get("nodeName") == "a")
+    stop.set()
+    await task
