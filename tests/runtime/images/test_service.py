@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,13 +32,16 @@ pytestmark = [pytest.mark.root]
 class Runtime:
     root: Path
     socket: Path
+    bridge: str = field(default_factory=lambda: "knimg" + secrets.token_hex(4))
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kubenode", "runtime", "--socket", str(self.socket),
-             "--root", str(self.root), "--state", str(self.socket.parent / "state")],
+             "--root", str(self.root), "--state", str(self.socket.parent / "state"),
+             "--cni-conf-dir", str(self.socket.parent / "net.d"),
+             "--cni-bridge", self.bridge],
             env=os.environ.copy())
         deadline = time.monotonic() + 20
         while not self.socket.exists():
