@@ -22,17 +22,24 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
 def node(ready: str = "True", **spec: Any) -> Obj:
-    return {"metadata": {"name": "n1", "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": dict(spec),
-            "status": {"conditions": [{"type": "Ready", "status": ready,
-                                       "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}}
+    return {
+        "metadata": {"name": "n1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": dict(spec),
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": ready, "lastHeartbeatTime": "2026-01-01T00:00:00Z"}
+            ]
+        },
+    }
 
 
 def test_taints_follow_ready() -> None:
     t = reconcile_taints(node("False"), NOW)
     assert t is not None
     assert {(x["key"], x["effect"]) for x in t} == {
-        ("node.kubernetes.io/not-ready", "NoSchedule"), ("node.kubernetes.io/not-ready", "NoExecute")}
+        ("node.kubernetes.io/not-ready", "NoSchedule"),
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+    }
     n = node("Unknown", taints=[{"key": "mine", "effect": "NoSchedule"}, *t])
     t2 = reconcile_taints(n, NOW)
     assert t2 is not None
@@ -53,12 +60,21 @@ def test_mark_unknown() -> None:
 
 
 def test_eviction_time() -> None:
-    taint = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute",
-             "timeAdded": "2026-01-01T00:00:00Z"}
+    taint = {
+        "key": "node.kubernetes.io/unreachable",
+        "effect": "NoExecute",
+        "timeAdded": "2026-01-01T00:00:00Z",
+    }
     pod: Obj = {"spec": {}}
     assert eviction_time(pod, [taint], {}, NOW) == NOW
-    pod["spec"]["tolerations"] = [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                                   "effect": "NoExecute", "tolerationSeconds": 30}]
+    pod["spec"]["tolerations"] = [
+        {
+            "key": "node.kubernetes.io/unreachable",
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 30,
+        }
+    ]
     assert eviction_time(pod, [taint], {}, NOW) == NOW + dt.timedelta(seconds=30)
     del pod["spec"]["tolerations"][0]["tolerationSeconds"]
     assert eviction_time(pod, [taint], {}, NOW) is None
@@ -67,17 +83,32 @@ def test_eviction_time() -> None:
 async def test_lease_expiry_taints_and_evicts() -> None:
     api = FakeApi()
     inf = FakeInformers(api)
-    ctrl = NodeLifecycleController(api=api, informers=inf,
-                                   options=NodeLifecycleOptions(grace_period=0.3,
-                                                                monitor_period=0.05))
+    ctrl = NodeLifecycleController(
+        api=api, informers=inf, options=NodeLifecycleOptions(grace_period=0.3, monitor_period=0.05)
+    )
     api.put(NODES, node())
-    api.put(LEASES, {"metadata": {"name": "n1", "namespace": "kube-node-lease"},
-                     "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"}})
-    pod = {"metadata": {"name": "p", "namespace": "default"},
-           "spec": {"nodeName": "n1", "tolerations": [
-               {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-                "effect": "NoExecute", "tolerationSeconds": 0}]},
-           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    api.put(
+        LEASES,
+        {
+            "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"},
+        },
+    )
+    pod = {
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {
+            "nodeName": "n1",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 0,
+                }
+            ],
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
     api.put(PODS, pod)
     stop = asyncio.Event()
     task = asyncio.create_task(ctrl.run(stop))

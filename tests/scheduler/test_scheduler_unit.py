@@ -27,8 +27,9 @@ async def until(cond: Callable[[], Any]) -> None:
 async def test_binds_and_reports_unschedulable() -> None:
     api = FakeApi()
     inf = FakeInformers(api)
-    sched = Scheduler(api=api, informers=inf,
-                      options=SchedulerOptions(initial_backoff=0.01, max_backoff=0.05))
+    sched = Scheduler(
+        api=api, informers=inf, options=SchedulerOptions(initial_backoff=0.01, max_backoff=0.05)
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(sched.run(stop))
     api.put(NODES, node("a", cpu="1"))
@@ -43,11 +44,14 @@ async def test_binds_and_reports_unschedulable() -> None:
             if c["type"] == "PodScheduled":
                 return c
         return None
+
     await until(cond)
     c = cond()
     assert c is not None and c["reason"] == "Unschedulable"
-    assert c["message"] == ("0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes "
-                            "are available: 1 No preemption victims found for incoming pod.")
+    assert c["message"] == (
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes "
+        "are available: 1 No preemption victims found for incoming pod."
+    )
     reasons = {e["reason"] for e in inf.get(EVENTS).list()}
     assert {"Scheduled", "FailedScheduling"} <= reasons
     msgs = {e["message"] for e in inf.get(EVENTS).list() if e["reason"] == "Scheduled"}
