@@ -9,7 +9,9 @@ Contract: `await proxy_stream(request, url)`:
 3. on 101 Switching Protocols it sends the same 101 head to the client and relays raw
    bytes both ways until either side closes, then closes both.
 The client connection is taken over from aiohttp through its protocol's payload-parser
-hook (what aiohttp's own WebSocketResponse does), so no bytes are lost or reparsed.
+hook (what aiohttp's own WebSocketResponse does). aiohttp only knows "websocket" as an
+upgrade: for SPDY/3.1, bytes the client sends before it has read the 101 would be parsed
+as HTTP; SPDY clients (kubectl, client-go) wait for the 101 first, so nothing is lost.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from kubenode.stats import metrics as statsmetrics
 
 log = logging.getLogger(__name__)
 
+USER_KEY = web.RequestKey("user", auth.UserInfo)
 HealthCheck = Callable[[], Awaitable[str | None]]  # None = healthy, else the failure reason
 
 
@@ -203,7 +204,7 @@ class KubeletServer:
             log.info("kubelet API forbidden user=%s verb=%s subresource=%s reason=%s",
                      user.name, attrs.verb, attrs.subresource, decision.reason)
             return _text_error(403, auth.forbidden_message(attrs))
-        request["user"] = user
+        request[USER_KEY] = user
         try:
             return await handler(request)
         except NotFound as err:
