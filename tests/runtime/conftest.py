@@ -1,32 +1,32 @@
-"""Fixtures of the runtime suite: a busybox rootfs shared by the session, and a running
-`kubenode runtime` (module scope) with its own bridge and pod /24 in 10.42.100.0/22."""
+"""Fixtures of the runtime suite: a running `kubenode runtime` (module scope) with the
+busybox and pause images imported, its own bridge and a pod /24 in 10.42.100.0/22."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.runtime.fakeimages import make_busybox_rootfs
+from tests.fixtures.images import BuiltLayout
 from tests.runtime.harness import RuntimeProc
 
 _subnets = itertools.cycle(range(100, 104))
 
 
 @pytest.fixture(scope="session")
-def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+def image_layouts(busybox_layout: BuiltLayout, pause_layout: BuiltLayout) -> list[BuiltLayout]:
+    return [busybox_layout, pause_layout]
 
 
-def new_runtime(rootfs: Path | None, **kw: str) -> RuntimeProc:
-    return RuntimeProc(rootfs=rootfs, pod_cidr=f"10.42.{next(_subnets)}.0/24", **kw)
+def new_runtime(layouts: list[BuiltLayout], **kw: str) -> RuntimeProc:
+    return RuntimeProc(layouts=[b.path for b in layouts],
+                       pod_cidr=f"10.42.{next(_subnets)}.0/24", **kw)
 
 
 @pytest.fixture(scope="module")
-def runtime(busybox_rootfs: Path) -> Iterator[RuntimeProc]:
-    rt = new_runtime(busybox_rootfs)
+def runtime(image_layouts: list[BuiltLayout]) -> Iterator[RuntimeProc]:
+    rt = new_runtime(image_layouts)
     try:
         rt.start()
         yield rt

@@ -24,10 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class RuntimeProc:
-    def __init__(self, *, rootfs: Path | None, pod_cidr: str,
+    def __init__(self, *, layouts: list[Path], pod_cidr: str,
                  cni_bin_dir: str = "/usr/lib/cni") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="knrt-", dir="/tmp"))
-        self.rootfs = rootfs
+        self.layouts = layouts
+        self.imported = False
         self.pod_cidr = pod_cidr
         self.bridge = "knrt" + secrets.token_hex(4)
         self.cgroup_root = "/kntest-" + secrets.token_hex(4)
@@ -48,12 +49,15 @@ class RuntimeProc:
     def start(self) -> None:
         if self.socket.exists():
             self.socket.unlink()
-        argv = [sys.executable, "-m", "tests.runtime.launcher", *self.flags()]
-        if self.rootfs is not None:
-            argv += ["--rootfs", str(self.rootfs)]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO),
-                                             env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+        if not self.imported:
+            for layout in self.layouts:
+                subprocess.run([sys.executable, "-m", "kubenode", "image", "import", str(layout),
+                                "--root", str(self.root)], env=env, check=True,
+                               capture_output=True)
+            self.imported = True
+        argv = [sys.executable, "-m", "kubenode", "runtime", *self.flags()]
         self.log = open(self.dir / "runtime.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -193,7 +197,7 @@ def container_config(name: str, command: list[str], *, image: str = "busybox",
         metadata=pb.ContainerMetadata(name=name, attempt=0),
         image=pb.ImageSpec(image=image), command=command, log_path=f"{name}/0.log",
         labels={"io.kubernetes.container.name": name},
-        envs=[pb.KeyValue(key=k, value=v) for k, v in (envs or {}).items()],
+        envs=[pb.KeyValue(key=k, value=v.encode()) for k, v in (envs or {}).items()],
         mounts=mounts or [])
     if sc is not None:
         cfg.linux.security_context.CopyFrom(sc)

@@ -43,6 +43,10 @@ def container_config(rec: ContainerRecord) -> pb.ContainerConfig:
     return cfg
 
 
+def _text(v: str | bytes) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
 def stop_signal(cfg: pb.ContainerConfig, image_config: dict[str, Any]) -> int:
     if cfg.stop_signal:
         name = pb.Signal.Name(cfg.stop_signal).removeprefix("SIGNAL_")
@@ -149,7 +153,7 @@ class ContainerManager:
                                 image_config=icfg)
         env = oci.merge_env(list(icfg.get("Env") or []),
                             [("HOSTNAME", ctx.hostname)] +
-                            [(kv.key, kv.value) for kv in cfg.envs])
+                            [(kv.key, _text(kv.value)) for kv in cfg.envs])
         pause = f"/proc/{ctx.pause_pid}/ns"
         ns = oci.namespaces(
             netns=ctx.netns, ipc=None if ctx.host_ipc else f"{pause}/ipc",

@@ -13,8 +13,9 @@ from kubenode.runtime.server import serve
 def main(args: argparse.Namespace) -> int:
     config = RuntimeConfig.from_args(args)
     if args.action == "check":
-        print("kubenode runtime check: not implemented yet")
-        return 2
+        from kubenode.runtime.check import main as check_main
+
+        return check_main(config)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0

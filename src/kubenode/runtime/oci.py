@@ -144,9 +144,20 @@ def resolve_user(*, rootfs: Path, run_as_user: int | None, run_as_username: str,
 
 
 # ---- security -----------------------------------------------------------------------------
+def host_caps() -> list[str]:
+    """ALL_CAPS (kernel order) limited to our own bounding set: runc cannot grant more."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                    if x.startswith("CapBnd:"))
+        mask = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return list(ALL_CAPS)
+    return [c for i, c in enumerate(ALL_CAPS) if mask >> i & 1]
+
+
 def capabilities(cap: pb.Capability | None, *, privileged: bool) -> list[str]:
     if privileged:
-        return list(ALL_CAPS)
+        return host_caps()
     caps = list(DEFAULT_CAPS)
 
     def norm(c: str) -> str:
@@ -160,7 +171,7 @@ def capabilities(cap: pb.Capability | None, *, privileged: bool) -> list[str]:
             caps = []
         caps = [c for c in caps if c not in drops]
         if "ALL" in adds:
-            caps = list(ALL_CAPS)
+            caps = host_caps()
         for c in adds:
             if c != "ALL" and c not in caps:
                 caps.append(c)
