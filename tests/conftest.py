@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.guard",
     "tests.fixtures.images",
     "tests.fixtures.registry",
+    "tests.fixtures.containerd",
 ]
 
 

@@ -1,0 +1,184 @@
+"""Kubelet configuration: a typed `KubeletConfig` built from a KubeletConfiguration file
+(kubelet.config.k8s.io/v1beta1, YAML) overlaid by command-line flags, as upstream
+(flags given explicitly win). Unknown fields in the file are logged as warnings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubenode.api.quantity import int_value, milli_value
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "kubelet.config.k8s.io/v1beta1"
+
+# KubeletConfiguration field -> KubeletConfig attribute (the fields we honour)
+_FIELDS = {
+    "clusterDNS": "cluster_dns",
+    "clusterDomain": "cluster_domain",
+    "staticPodPath": "pod_manifest_path",
+    "podLogsDir": "pod_logs_dir",
+    "cgroupRoot": "cgroup_root",
+    "resolvConf": "resolv_conf",
+    "maxPods": "max_pods",
+    "nodeStatusUpdateFrequency": "node_status_update_frequency",
+    "nodeStatusReportFrequency": "node_status_report_frequency",
+    "nodeLeaseDurationSeconds": "node_lease_duration_seconds",
+    "syncFrequency": "sync_frequency",
+    "fileCheckFrequency": "file_check_frequency",
+    "kubeReserved": "kube_reserved",
+    "systemReserved": "system_reserved",
+    "podInfraContainerImage": "pod_infra_image",
+    "containerRuntimeEndpoint": "container_runtime_endpoint",
+    "port": "port",
+    "healthzPort": "healthz_port",
+    "providerID": "provider_id",
+    "registerNode": "register_node",
+    "podCIDR": "pod_cidr",
+}
+_IGNORED = {"apiVersion", "kind", "authentication", "authorization", "cgroupDriver",
+            "address", "readOnlyPort", "serializeImagePulls", "evictionHard",
+            "featureGates", "failSwapOn", "rotateCertificates", "serverTLSBootstrap",
+            "tlsCertFile", "tlsPrivateKeyFile", "healthzBindAddress", "runtimeRequestTimeout",
+            "imageMinimumGCAge", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
+            "containerLogMaxSize", "containerLogMaxFiles", "logging", "shutdownGracePeriod",
+            "shutdownGracePeriodCriticalPods", "streamingConnectionIdleTimeout",
+            "volumeStatsAggPeriod", "cpuManagerReconcilePeriod", "memorySwap",
+            "evictionPressureTransitionPeriod"}
+
+
+def parse_duration(v: Any) -> float:
+    """Go durations: "10s", "1m0s", "500ms", "1h"."""
+    if isinstance(v, int | float):
+        return float(v)
+    s = str(v).strip()
+    total = 0.0
+    num = ""
+    i = 0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "ns": 1e-9}
+    while i < len(s):
+        ch = s[i]
+        if ch.isdigit() or ch == ".":
+            num += ch
+            i += 1
+            continue
+        unit = s[i:i + 2] if s[i:i + 2] in ("ms", "us", "ns") else ch
+        if unit not in units or not num:
+            raise ValueError(f"time: invalid duration {s!r}")
+        total += float(num) * units[unit]
+        num = ""
+        i += len(unit)
+    if num:
+        raise ValueError(f"time: missing unit in duration {s!r}")
+    return total
+
+
+@dataclass(kw_only=True)
+class KubeletConfig:
+    node_name: str
+    kubeconfig: Path | None = None
+    container_runtime_endpoint: str = "unix:///run/kubenode/runtime.sock"
+    root_dir: Path = Path("/var/lib/kubelet")
+    pod_logs_dir: Path = Path("/var/log/pods")
+    pod_manifest_path: Path | None = None
+    cgroup_root: str = "/"
+    cluster_dns: list[str] = field(default_factory=lambda: ["10.43.0.10"])
+    cluster_domain: str = "cluster.local"
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    max_pods: int = 110
+    node_status_update_frequency: float = 10.0
+    node_status_report_frequency: float = 300.0
+    node_lease_duration_seconds: int = 40
+    sync_frequency: float = 10.0
+    file_check_frequency: float = 20.0
+    housekeeping_period: float = 2.0
+    kube_reserved: dict[str, str] = field(default_factory=dict)
+    system_reserved: dict[str, str] = field(default_factory=dict)
+    pod_infra_image: str = "registry.k8s.io/pause:3.10"
+    port: int = 10250
+    healthz_port: int = 10248
+    node_ip: str = ""
+    provider_id: str = ""
+    register_node: bool = True
+    pod_cidr: str = ""
+    node_labels: dict[str, str] = field(default_factory=dict)
+
+    def reserved(self) -> dict[str, int]:
+        """Reserved cpu (millicores), memory, ephemeral-storage, summed."""
+        out: dict[str, int] = {}
+        for src in (self.kube_reserved, self.system_reserved):
+            for k, v in src.items():
+                out[k] = out.get(k, 0) + (milli_value(v) if k == "cpu" else int_value(v))
+        return out
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a KubeletConfiguration object")
+    if doc.get("kind", "KubeletConfiguration") != "KubeletConfiguration":
+        raise ValueError(f"{path}: kind {doc.get('kind')!r} is not KubeletConfiguration")
+    if doc.get("apiVersion", API_VERSION) != API_VERSION:
+        raise ValueError(f"{path}: apiVersion {doc.get('apiVersion')!r} is not {API_VERSION}")
+    return doc
+
+
+def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
+    for k, v in doc.items():
+        attr = _FIELDS.get(k)
+        if attr is None:
+            if k not in _IGNORED:
+                log.warning("unknown field in KubeletConfiguration field=%s", k)
+            continue
+        if attr in ("node_status_update_frequency", "node_status_report_frequency",
+                    "sync_frequency", "file_check_frequency"):
+            v = parse_duration(v)
+        elif attr in ("pod_manifest_path", "pod_logs_dir", "resolv_conf"):
+            v = Path(v) if v else None
+        elif attr == "cluster_dns":
+            v = list(v or [])
+        setattr(cfg, attr, v)
+
+
+def from_args(args: argparse.Namespace) -> KubeletConfig:
+    cfg = KubeletConfig(node_name=args.node_name)
+    if getattr(args, "config", None):
+        apply_file(cfg, load_file(Path(args.config)))
+    defaults = {"root_dir": "/var/lib/kubelet", "pod_logs_dir": "/var/log/pods",
+                "container_runtime_endpoint": "unix:///run/kubenode/runtime.sock",
+                "port": 10250, "healthz_port": 10248}
+    for attr, default in defaults.items():
+        v = getattr(args, attr, None)
+        if v is not None and (v != default or not getattr(args, "config", None)):
+            setattr(cfg, attr, Path(v) if attr in ("root_dir", "pod_logs_dir") else v)
+    if getattr(args, "kubeconfig", None):
+        cfg.kubeconfig = Path(args.kubeconfig)
+    if getattr(args, "pod_manifest_path", None):
+        cfg.pod_manifest_path = Path(args.pod_manifest_path)
+    for attr in ("cgroup_root", "cluster_domain", "node_ip", "pod_infra_image", "provider_id"):
+        v = getattr(args, attr, None)
+        if v:
+            setattr(cfg, attr, v)
+    if getattr(args, "cluster_dns", None):
+        cfg.cluster_dns = [s for s in args.cluster_dns.split(",") if s]
+    if getattr(args, "node_labels", None):
+        for kv in args.node_labels.split(","):
+            k, _, v = kv.partition("=")
+            if k:
+                cfg.node_labels[k] = v
+    if getattr(args, "resolv_conf", None):
+        cfg.resolv_conf = Path(args.resolv_conf)
+    if getattr(args, "max_pods", None):
+        cfg.max_pods = int(args.max_pods)
+    if getattr(args, "kube_reserved", None):
+        cfg.kube_reserved = dict(kv.split("=", 1) for kv in args.kube_reserved.split(","))
+    if getattr(args, "system_reserved", None):
+        cfg.system_reserved = dict(kv.split("=", 1) for kv in args.system_reserved.split(","))
+    return cfg

@@ -1,0 +1,1 @@
+"""Probes (upstream pkg/kubelet/prober): liveness, readiness and startup."""

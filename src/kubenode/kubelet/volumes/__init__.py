@@ -1,0 +1,1 @@
+"""Pod volumes (upstream pkg/kubelet/volumemanager and pkg/volume/*)."""

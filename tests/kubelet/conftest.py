@@ -1,0 +1,77 @@
+"""Kubelet test fixtures: a Kubelet wired to the session's containerd, with its own root
+dir, pod-logs dir and a unique cgroup root, cleaned up after each test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeService
+from kubenode.kubelet import cm
+from kubenode.kubelet.config import KubeletConfig
+from kubenode.kubelet.kubelet import Kubelet
+from tests.fixtures.containerd import Containerd
+
+
+def make_pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4()),
+                         "resourceVersion": "1"},
+            "spec": {"containers": containers, "restartPolicy": "Always",
+                     "terminationGracePeriodSeconds": 5, **spec}}
+
+
+async def wait_for(cond: Callable[[], Any], secs: float = 30.0, what: str = "") -> Any:
+    deadline = time.monotonic() + secs
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def kubelet(containerd: Containerd, tmp_path: Path) -> AsyncIterator[Kubelet]:
+    cgroot = f"kntest-{secrets.token_hex(3)}"
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.53\nsearch example.test\n")
+    cfg = KubeletConfig(node_name="kn-test", root_dir=tmp_path / "kubelet",
+                        pod_logs_dir=tmp_path / "pods-logs", cgroup_root=cgroot,
+                        resolv_conf=resolv, sync_frequency=5.0)
+    conn = Connection(endpoint=containerd.endpoint)
+    k = Kubelet(config=cfg, runtime=RemoteRuntimeService(conn=conn),
+                images=RemoteImageService(conn=conn), host_ips=["127.0.0.1"])
+    k.pleg.relist_period = 0.5
+    task = asyncio.create_task(k.run())
+    await asyncio.wait_for(k.ready.wait(), 10)
+    try:
+        yield k
+    finally:
+        k.update_source("test", [])
+        with contextlib.suppress(AssertionError):
+            await wait_for(lambda: not k.pods and all(
+                k.pod_workers.is_finished(u) for u in k.pod_workers.known()), 30,
+                "pods to terminate")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # anything left in the runtime from this kubelet is removed
+        rt = k.runtime_manager
+        for uid, (ns, name) in (await rt.list_pod_uids()).items():
+            st = await rt.get_pod_status(uid, name, ns)
+            await rt.kill_pod(None, st, 0)
+            await rt.remove_pod(st)
+        await conn.close()
+        for d in (cfg.root_dir / "pods").glob("*"):
+            k.volume_manager.remove_pod_dir(d.name)
+        cm.remove_cgroup(cgroot)
