@@ -19,11 +19,13 @@ from typing import Any
 from kubenode.client import ApiClient
 from kubenode.server.controllers.api import Api, Informers
 from kubenode.server.controllers.controller import Controller
+from kubenode.server.controllers.daemonset import DaemonSetController
 from kubenode.server.controllers.deployment import DeploymentController
 from kubenode.server.controllers.endpoints import EndpointsController
 from kubenode.server.controllers.endpointslice import EndpointSliceController
 from kubenode.server.controllers.garbagecollector import GarbageCollector
 from kubenode.server.controllers.informers import ClientApi, SharedInformers
+from kubenode.server.controllers.job import JobController
 from kubenode.server.controllers.namespace import NamespaceController
 from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleController,
@@ -31,6 +33,7 @@ from kubenode.server.controllers.nodelifecycle import (
 )
 from kubenode.server.controllers.replicaset import ReplicaSetController
 from kubenode.server.controllers.serviceaccount import ServiceAccountController
+from kubenode.server.controllers.ttlafterfinished import TTLAfterFinishedController
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,9 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "namespace": _simple(NamespaceController),
     "garbagecollector": _simple(GarbageCollector),
     "serviceaccount": _simple(ServiceAccountController),
+    "job": _simple(JobController),
+    "ttl-after-finished": _simple(TTLAfterFinishedController),
+    "daemonset": _simple(DaemonSetController),
 }
 
 

@@ -1,0 +1,147 @@
+"""Unit tests: Job, TTL-after-finished and DaemonSet controllers over the fake API."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from kubenode.server.controllers.api import DAEMON_SETS, JOBS, NODES, PODS
+from kubenode.server.controllers.daemonset import DaemonSetController
+from kubenode.server.controllers.job import JobController, format_indexes
+from kubenode.server.controllers.ttlafterfinished import TTLAfterFinishedController
+from tests.controllers.fake import FakeApi, FakeInformers
+
+Obj = dict[str, Any]
+
+
+async def until(cond: Callable[[], Any], step: Callable[[], None] | None = None) -> None:
+    for _ in range(300):
+        if step:
+            step()
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def finish_pods(api: FakeApi, phase: str = "Succeeded") -> None:
+    for p in list(api.get_informer(PODS).store.values()):
+        if p.get("status", {}).get("phase") != phase:
+            q = copy.deepcopy(p)
+            q["status"] = {"phase": phase}
+            api.put(PODS, q)
+
+
+def test_format_indexes() -> None:
+    assert format_indexes({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7"
+
+
+async def test_job_completes_with_parallelism_and_ttl() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(c.run(stop))
+        for c in (
+            JobController(api=api, informers=inf),
+            TTLAfterFinishedController(api=api, informers=inf),
+        )
+    ]
+    api.put(
+        JOBS,
+        {
+            "metadata": {"name": "j", "namespace": "default"},
+            "spec": {
+                "completions": 3,
+                "parallelism": 2,
+                "ttlSecondsAfterFinished": 0,
+                "template": {"spec": {"restartPolicy": "Never", "containers": []}},
+            },
+        },
+    )
+    await until(lambda: len(inf.get(PODS).list()) == 2)
+    await asyncio.sleep(0.05)
+    assert len(inf.get(PODS).list()) == 2
+    finish_pods(api)
+    await until(lambda: len(inf.get(PODS).list()) == 3)
+    finish_pods(api)
+    # complete, then deleted by the TTL controller (ttl 0)
+    await until(lambda: inf.get(JOBS).get("default/j") is None)
+    stop.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_job_backoff_limit() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(JobController(api=api, informers=inf).run(stop))
+    api.put(
+        JOBS,
+        {
+            "metadata": {"name": "j", "namespace": "default"},
+            "spec": {"backoffLimit": 0, "template": {"spec": {"containers": []}}},
+        },
+    )
+    await until(lambda: len(inf.get(PODS).list()) == 1)
+    finish_pods(api, "Failed")
+
+    def failed() -> Obj | None:
+        for c in inf.get(JOBS).get("default/j").get("status", {}).get("conditions") or []:
+            if c["type"] == "Failed":
+                return c
+        return None
+
+    await until(failed)
+    assert failed()["reason"] == "BackoffLimitExceeded"  # type: ignore[index]
+    stop.set()
+    await task
+
+
+def node(name: str, **extra: Any) -> Obj:
+    return {
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "spec": extra,
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+async def test_daemonset_one_per_node() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(DaemonSetController(api=api, informers=inf).run(stop))
+    api.put(NODES, node("a"))
+    api.put(NODES, node("b", unschedulable=True))
+    api.put(NODES, node("c", taints=[{"key": "k", "effect": "NoSchedule"}]))
+    api.put(
+        DAEMON_SETS,
+        {
+            "metadata": {"name": "ds", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": []}},
+            },
+        },
+    )
+
+    def nodes_with_pods() -> list[str]:
+        from kubenode.server.controllers.daemonset import pod_node
+
+        return sorted(str(pod_node(p)) for p in inf.get(PODS).list())
+
+    await until(lambda: nodes_with_pods() == ["a", "b"])
+    ds = inf.get(DAEMON_SETS).get("default/ds")
+    await until(
+        lambda: (
+            inf.get(DAEMON_SETS).get("default/ds").get("status", {}).get("desiredNumberScheduled")
+            == 2
+        )
+    )
+    api.remove(NODES, "a")
+    await until(lambda: nodes_with_pods() == ["b"])
+    assert ds is not None
+    stop.set()
+    await task
