@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from kubenode.api.quantity import int_value as value
+from kubenode.api.quantity import milli_value
 from kubenode.server.scheduler.nodeinfo import NodeInfo, build_node_infos, pod_requests
-from kubenode.server.scheduler.quantity import milli_value, value
 from kubenode.server.scheduler.schedule_one import schedule
 
 Obj = dict[str, Any]

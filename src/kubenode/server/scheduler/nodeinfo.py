@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubenode.server.scheduler.quantity import QuantityError, milli_value, value
+from kubenode.api.quantity import int_value, milli_value
 
 Obj = dict[str, Any]
 
@@ -22,8 +22,8 @@ Resources = dict[str, int]
 
 def amount(name: str, quantity: Any) -> int:
     try:
-        return milli_value(quantity) if name == "cpu" else value(quantity)
-    except (QuantityError, TypeError, ValueError, ZeroDivisionError):
+        return milli_value(quantity) if name == "cpu" else int_value(quantity)
+    except (TypeError, ValueError, ArithmeticError):
         return 0
 
 
