@@ -145,3 +145,41 @@ async def test_daemonset_one_per_node() -> None:
     assert ds is not None
     stop.set()
     await task
+
+
+async def test_statefulset_ordered() -> None:
+    from kubenode.server.controllers.api import STATEFUL_SETS
+    from kubenode.server.controllers.statefulset import StatefulSetController
+
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(StatefulSetController(api=api, informers=inf).run(stop))
+    api.put(STATEFUL_SETS, {"metadata": {"name": "db", "namespace": "default"},
+                            "spec": {"replicas": 3, "serviceName": "db",
+                                     "selector": {"matchLabels": {"app": "db"}},
+                                     "template": {"metadata": {"labels": {"app": "db"}},
+                                                  "spec": {"containers": []}}}})
+
+    def names() -> list[str]:
+        return sorted(p["metadata"]["name"] for p in inf.get(PODS).list())
+    await until(lambda: names() == ["db-0"])
+    await asyncio.sleep(0.05)
+    assert names() == ["db-0"]  # waits for db-0 to be Running and Ready
+
+    def ready_all() -> None:
+        for p in list(api.get_informer(PODS).store.values()):
+            if p.get("status", {}).get("phase") != "Running":
+                q = copy.deepcopy(p)
+                q["status"] = {"phase": "Running",
+                               "conditions": [{"type": "Ready", "status": "True"}]}
+                api.put(PODS, q)
+    await until(lambda: names() == ["db-0", "db-1", "db-2"], ready_all)
+    pod = inf.get(PODS).get("default/db-1")
+    assert pod["spec"]["hostname"] == "db-1" and pod["spec"]["subdomain"] == "db"
+    sts = copy.deepcopy(inf.get(STATEFUL_SETS).get("default/db"))
+    sts["spec"]["replicas"] = 1
+    api.put(STATEFUL_SETS, sts)
+    await until(lambda: names() == ["db-0"], ready_all)
+    stop.set()
+    await task

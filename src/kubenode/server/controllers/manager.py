@@ -33,6 +33,7 @@ from kubenode.server.controllers.nodelifecycle import (
 )
 from kubenode.server.controllers.replicaset import ReplicaSetController
 from kubenode.server.controllers.serviceaccount import ServiceAccountController
+from kubenode.server.controllers.statefulset import StatefulSetController
 from kubenode.server.controllers.ttlafterfinished import TTLAfterFinishedController
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "job": _simple(JobController),
     "ttl-after-finished": _simple(TTLAfterFinishedController),
     "daemonset": _simple(DaemonSetController),
+    "statefulset": _simple(StatefulSetController),
 }
 
 
