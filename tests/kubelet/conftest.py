@@ -8,7 +8,8 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,35 @@ from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeSer
 from kubenode.kubelet import cm
 from kubenode.kubelet.config import KubeletConfig
 from kubenode.kubelet.kubelet import Kubelet
-from tests.fixtures.containerd import Containerd
+from tests.fixtures.images import BuiltLayout
+from tests.runtime.harness import RuntimeProc
+
+KUBENODE_SUBNET = "10.42.111.0/24"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    name: str
+    endpoint: str
+    subnet_prefix: str
+
+
+@pytest.fixture(scope="session", params=["containerd", "kubenode"])
+def cri_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The kubelet's tests run against containerd and against `kubenode runtime`."""
+    if request.param == "containerd":
+        c = request.getfixturevalue("containerd")
+        yield Backend(name="containerd", endpoint=c.endpoint, subnet_prefix="10.42.110.")
+        return
+    layouts: list[BuiltLayout] = [request.getfixturevalue("busybox_layout"),
+                                  request.getfixturevalue("pause_layout")]
+    rt = RuntimeProc(layouts=[b.path for b in layouts], pod_cidr=KUBENODE_SUBNET)
+    try:
+        rt.start()
+        yield Backend(name="kubenode", endpoint=f"unix://{rt.socket}",
+                      subnet_prefix="10.42.111.")
+    finally:
+        rt.cleanup()
 
 
 def make_pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
@@ -41,17 +70,18 @@ async def wait_for(cond: Callable[[], Any], secs: float = 30.0, what: str = "") 
 
 
 @pytest.fixture
-async def kubelet(containerd: Containerd, tmp_path: Path) -> AsyncIterator[Kubelet]:
+async def kubelet(cri_backend: Backend, tmp_path: Path) -> AsyncIterator[Kubelet]:
     cgroot = f"kntest-{secrets.token_hex(3)}"
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.53\nsearch example.test\n")
     cfg = KubeletConfig(node_name="kn-test", root_dir=tmp_path / "kubelet",
                         pod_logs_dir=tmp_path / "pods-logs", cgroup_root=cgroot,
                         resolv_conf=resolv, sync_frequency=5.0)
-    conn = Connection(endpoint=containerd.endpoint)
+    conn = Connection(endpoint=cri_backend.endpoint)
     k = Kubelet(config=cfg, runtime=RemoteRuntimeService(conn=conn),
                 images=RemoteImageService(conn=conn), host_ips=["127.0.0.1"])
     k.pleg.relist_period = 0.5
+    k.backend = cri_backend  # type: ignore[attr-defined]
     task = asyncio.create_task(k.run())
     await asyncio.wait_for(k.ready.wait(), 10)
     try:

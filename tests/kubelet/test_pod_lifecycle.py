@@ -42,12 +42,12 @@ async def test_pod_runs_serves_http_and_is_deleted_gracefully(kubelet: Kubelet) 
                         cstatus(kubelet, pod, "httpd").get("ready") and status_of(kubelet, pod),
                         60, "Running and ready")
     ip = st["podIP"]
-    assert ip.startswith("10.42.110.")
+    assert ip.startswith(kubelet.backend.subnet_prefix)  # type: ignore[attr-defined]
     assert {c["type"]: c["status"] for c in st["conditions"]} == {
         "PodReadyToStartContainers": "True", "Initialized": "True", "Ready": "True",
         "ContainersReady": "True", "PodScheduled": "True"}
     assert st["qosClass"] == "BestEffort"
-    assert cstatus(kubelet, pod, "httpd")["imageID"].startswith("sha256:")
+    assert "sha256:" in cstatus(kubelet, pod, "httpd")["imageID"]
     async with aiohttp.ClientSession() as s, s.get(f"http://{ip}:8080/") as r:
         assert (await r.text()).strip() == "hello-web"
     # env expansion and DNS config inside the container
