@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = isub.add_parser("import", help="load an OCI image layout into the runtime's store")
     imp.add_argument("layout")
     imp.add_argument("--root", default=f"{DEFAULT_DATA_DIR}/runtime")
+    imp.add_argument("--tag", help="name for a layout image that has none (e.g. from skopeo)")
     ls = isub.add_parser("ls", help="list the runtime's images")
     ls.add_argument("--runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
     image.set_defaults(entry="kubenode.runtime.images.command:main")

@@ -11,6 +11,7 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -154,6 +155,10 @@ async def test_auth(tmp_path: Path, registry: RegistryFactory, busybox_layout: B
     img = await pull_image(store=store, client=client, image=ref,
                            creds=Credentials.from_cri(auth=_b64(f"alice:{password}")))
     assert img.id == _config_digest(busybox_layout)
+    # the same client never lends one caller's login to another caller
+    with pytest.raises(reg_mod.Unauthenticated):
+        await pull_image(store=_store(tmp_path / "other"), client=client, image=ref,
+                         creds=Credentials(username="alice", password="wrong"))
     if auth == "token":
         assert reg.token_server is not None and "alice" in reg.token_server.issued
 
@@ -249,3 +254,86 @@ async def test_restart_keeps_images_and_drops_half_done_work(
     assert await again.get(ref) is None
     assert not img.layer_dirs[0].exists()
     assert sorted(p.name for p in again.blobs.iterdir()) == []
+
+
+async def test_retries_until_the_registry_is_back(tmp_path: Path, registry: RegistryFactory,
+                                                  busybox_layout: BuiltLayout) -> None:
+    reg = registry()
+    ref = f"{reg.host}/library/busybox:latest"
+    await push_layout(busybox_layout.path, ref)
+    reg.stop_process()
+    c = RegistryClient(retries=6, backoff=0.1)
+    try:
+        task = asyncio.create_task(pull_image(store=_store(tmp_path), client=c, image=ref))
+        await asyncio.sleep(0.3)
+        assert not task.done()  # connection refused, retrying
+        reg.launch()
+        img = await asyncio.wait_for(task, 30)
+    finally:
+        await c.close()
+    assert img.id == _config_digest(busybox_layout)
+
+
+async def test_registry_token_from_cri_auth(tmp_path: Path, registry: RegistryFactory,
+                                            busybox_layout: BuiltLayout,
+                                            client: RegistryClient) -> None:
+    """AuthConfig.registry_token: a bearer token the caller already holds."""
+    reg = registry(auth="token", users={"carol": "pw"})
+    ref = f"{reg.host}/team/busybox:latest"
+    await push_layout(busybox_layout.path, ref, creds=Credentials(username="carol",
+                                                                   password="pw"))
+    assert reg.token_server is not None
+    url = (f"{reg.token_server.realm}?service=kubenode-test-registry"
+           "&scope=repository:team/busybox:pull")
+    req = urllib.request.Request(url, headers={
+        "Authorization": "Basic " + base64.b64encode(b"carol:pw").decode()})
+    token = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(req).read()))
+    img = await pull_image(store=_store(tmp_path), client=client, image=ref,
+                           creds=Credentials(registry_token=token["token"]))
+    assert img.id == _config_digest(busybox_layout)
+
+
+async def test_docker_schema2_manifest_and_list(tmp_path: Path, registry: RegistryFactory,
+                                                busybox_layout: BuiltLayout,
+                                                client: RegistryClient) -> None:
+    reg = registry()
+    await push_layout(busybox_layout.path, f"{reg.host}/library/busybox:oci")
+    m = layout.read_json_blob(busybox_layout.path, busybox_layout.manifest_digest)
+    docker_m = {"schemaVersion": 2, "mediaType": oci.MT_DOCKER_MANIFEST,
+                "config": {**m["config"], "mediaType": oci.MT_DOCKER_CONFIG},
+                "layers": [{**d, "mediaType": oci.MT_DOCKER_LAYER_GZIP} for d in m["layers"]]}
+    data = oci.canonical_json(docker_m)
+    await client.put_manifest(parse(f"{reg.host}/library/busybox:docker"), data,
+                              oci.MT_DOCKER_MANIFEST)
+    docker_list = oci.canonical_json({
+        "schemaVersion": 2, "mediaType": oci.MT_DOCKER_LIST,
+        "manifests": [{"mediaType": oci.MT_DOCKER_MANIFEST, "digest": oci.sha256_digest(data),
+                       "size": len(data),
+                       "platform": {"os": "linux", "architecture": oci.host_arch()}}]})
+    await client.put_manifest(parse(f"{reg.host}/library/busybox:list"), docker_list,
+                              oci.MT_DOCKER_LIST)
+    store = _store(tmp_path)
+    for tag in ("docker", "list"):
+        img = await pull_image(store=store, client=client,
+                               image=f"{reg.host}/library/busybox:{tag}")
+        assert img.id == _config_digest(busybox_layout)
+        assert img.manifest_digest == oci.sha256_digest(data)
+    img2 = await store.get(f"{reg.host}/library/busybox@{oci.sha256_digest(docker_list)}")
+    assert img2 is not None and len(img2.repo_tags) == 2
+
+
+async def test_start_repairs_missing_snapshots(tmp_path: Path, busybox_layout: BuiltLayout,
+                                               pause_layout: BuiltLayout) -> None:
+    from kubenode.runtime.images.pull import import_layout
+    from kubenode.runtime.images.unpack import remove_tree
+
+    store = _store(tmp_path)
+    [bb] = await import_layout(store=store, path=busybox_layout.path)
+    [pause] = await import_layout(store=store, path=pause_layout.path)
+    remove_tree(bb.layer_dirs[0])  # snapshot lost: re-unpacked from its blob
+    remove_tree(pause.layer_dirs[0])
+    store.blob_path(pause.layers[0]).unlink()  # content lost: the record goes
+    again = _store(tmp_path)
+    found = await again.get(bb.id)
+    assert found is not None and (found.layer_dirs[0] / "bin/busybox").is_file()
+    assert await again.get(pause.id) is None

@@ -182,3 +182,33 @@ async def test_remove_refused_while_in_use(tmp_path: Path, pause_layout: BuiltLa
     finally:
         await server.stop(None)
         await client.close()
+
+
+def test_import_layout_made_by_skopeo(tmp_path: Path, registry: RegistryFactory,
+                                      busybox_layout: BuiltLayout) -> None:
+    """skopeo writes a layout whose index names only a tag: import needs --tag."""
+    reg = registry()
+    ref = f"{reg.host}/library/busybox:sk"
+    assert _kubenode("image", "push", str(busybox_layout.path), ref).returncode == 0
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                    f"oci:{tmp_path / 'sk'}:sk"], check=True, timeout=60)
+    root = tmp_path / "root"
+    out = _kubenode("image", "import", str(tmp_path / "sk"), "--root", str(root))
+    assert out.returncode == 1 and "--tag" in out.stderr
+    out = _kubenode("image", "import", str(tmp_path / "sk"), "--root", str(root),
+                    "--tag", "example.com/skopeo/busybox:1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "example.com/skopeo/busybox:1"
+
+
+async def test_builtin_images_are_loaded_once(tmp_path: Path) -> None:
+    from kubenode.runtime.images.builtin import ensure_builtin_images
+
+    store = ImageStore(tmp_path / "root")
+    store.start()
+    bb, pause = await ensure_builtin_images(store)
+    assert bb.repo_tags == ["docker.io/library/busybox:latest"]
+    assert pause.repo_tags == ["registry.k8s.io/pause:3.10"]
+    again = await ensure_builtin_images(store)
+    assert [i.id for i in again] == [bb.id, pause.id]
+    assert (await store.get("busybox")) is not None

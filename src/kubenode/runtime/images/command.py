@@ -33,7 +33,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{args.ref} {digest}")
             return 0
         if args.image_command == "import":
-            images = asyncio.run(_import(Path(args.layout), Path(args.root)))
+            images = asyncio.run(_import(Path(args.layout), Path(args.root),
+                                         getattr(args, "tag", None)))
             for img in images:
                 print(f"{' '.join(img.repo_tags)} {img.id}")
             return 0
@@ -84,12 +85,12 @@ async def _push_tree(client: RegistryClient, r: Reference, path: Path,
         await client.push_blob(r, digest, layout.read_blob(path, digest), creds=creds)
 
 
-async def _import(path: Path, root: Path) -> list[Image]:
+async def _import(path: Path, root: Path, tag: str | None) -> list[Image]:
     from kubenode.runtime.images.pull import import_layout
 
     store = ImageStore(root)
     store.start()
-    return list(await import_layout(store=store, path=path))
+    return list(await import_layout(store=store, path=path, name=tag))
 
 
 def _ls(endpoint: str) -> int:

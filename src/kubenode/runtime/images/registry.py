@@ -104,7 +104,9 @@ class RegistryClient:
         self.backoff = backoff
         self._timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
-        self._auth_cache: dict[tuple[str, str], str] = {}
+        # (endpoint, scope, credentials) -> Authorization header; per credentials so that
+        # one caller's login never serves another caller's pull
+        self._auth_cache: dict[tuple[str, str, Credentials], str] = {}
 
     async def close(self) -> None:
         if self._session is not None:
@@ -133,7 +135,7 @@ class RegistryClient:
         attempt = 0
         while True:
             hdrs = dict(headers or {})
-            auth = self._auth_cache.get((base, scope))
+            auth = self._auth_cache.get((base, scope, creds))
             if auth is None and creds.registry_token:
                 auth = f"Bearer {creds.registry_token}"
             if auth:
@@ -155,7 +157,7 @@ class RegistryClient:
                 if resp.status == 401 and not authed_once:
                     authed_once = True
                     header = resp.headers.get("WWW-Authenticate", "")
-                    self._auth_cache[(base, scope)] = await self._authorize(
+                    self._auth_cache[(base, scope, creds)] = await self._authorize(
                         parse_challenge(header), base=base, scope=scope, creds=creds)
                     continue
                 if resp.status in _RETRY_STATUS and attempt < self.retries:

@@ -91,7 +91,36 @@ class ImageStore:
                 if p.name.endswith(".tmp"):
                     p.unlink(missing_ok=True)
             self._load()
+            self._repair()
         self._started = True
+
+    def _repair(self) -> None:
+        """Re-unpack snapshots that went missing; drop records whose content is gone."""
+        dropped = []
+        for image_id, r in list(self._records.items()):
+            for diff_id, blob in zip(r["diff_ids"], r.get("layers", []), strict=False):
+                final = self.snapshot_dir(diff_id)
+                if final.exists():
+                    continue
+                tmp = self.snapshots / f".tmp-{oci.check_digest(diff_id)[:16]}-repair"
+                try:
+                    res = unpack.unpack_layer(self.blob_path(blob), tmp,
+                                              max_size=self.max_layer_size,
+                                              allow_devices=self.allow_devices, name=blob)
+                    if res.diff_id != diff_id:
+                        unpack.remove_tree(tmp)
+                        raise oci.DigestMismatch(f"{blob} unpacks to {res.diff_id}")
+                    os.replace(tmp, final)
+                    log.info("re-unpacked missing snapshot image=%s layer=%s", image_id, blob)
+                except (OSError, unpack.UnsafeLayer, oci.DigestMismatch) as err:
+                    log.warning("dropping image with missing content id=%s tags=%s err=%s",
+                                image_id, r["repo_tags"], err)
+                    dropped.append(image_id)
+                    break
+        for image_id in dropped:
+            del self._records[image_id]
+        if dropped:
+            self._save()
 
     def _ensure_started(self) -> None:
         if not self._started:
