@@ -137,7 +137,7 @@ class FakeApi:
         if obj["metadata"].get("resourceVersion") not in (None, cur["metadata"]["resourceVersion"]):
             raise ApiError(409, "Conflict", "the object has been modified")
         new = copy.deepcopy(obj)
-        if subresource == "status":
+        if subresource in ("status", "approval"):
             new = copy.deepcopy(cur)
             new["status"] = copy.deepcopy(obj.get("status"))
         elif res.kind not in ("Pod",):

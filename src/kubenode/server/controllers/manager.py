@@ -18,6 +18,7 @@ from typing import Any
 
 from kubenode.client import ApiClient
 from kubenode.server.controllers.api import Api, Informers
+from kubenode.server.controllers.certificates import CSRController
 from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.daemonset import DaemonSetController
 from kubenode.server.controllers.deployment import DeploymentController
@@ -65,6 +66,10 @@ def _simple(cls: type[Controller]) -> Callable[[Api, Informers, ControllerOption
     return build
 
 
+def _csr(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
+    return CSRController(api=api, informers=informers, pki_dir=o.pki_dir)
+
+
 CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]] = {
     "endpointslice": _simple(EndpointSliceController),
     "endpoint": _simple(EndpointsController),
@@ -78,6 +83,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "ttl-after-finished": _simple(TTLAfterFinishedController),
     "daemonset": _simple(DaemonSetController),
     "statefulset": _simple(StatefulSetController),
+    "csr": _csr,
 }
 
 
