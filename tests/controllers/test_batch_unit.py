@@ -155,14 +155,22 @@ async def test_statefulset_ordered() -> None:
     inf = FakeInformers(api)
     stop = asyncio.Event()
     task = asyncio.create_task(StatefulSetController(api=api, informers=inf).run(stop))
-    api.put(STATEFUL_SETS, {"metadata": {"name": "db", "namespace": "default"},
-                            "spec": {"replicas": 3, "serviceName": "db",
-                                     "selector": {"matchLabels": {"app": "db"}},
-                                     "template": {"metadata": {"labels": {"app": "db"}},
-                                                  "spec": {"containers": []}}}})
+    api.put(
+        STATEFUL_SETS,
+        {
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": []}},
+            },
+        },
+    )
 
     def names() -> list[str]:
         return sorted(p["metadata"]["name"] for p in inf.get(PODS).list())
+
     await until(lambda: names() == ["db-0"])
     await asyncio.sleep(0.05)
     assert names() == ["db-0"]  # waits for db-0 to be Running and Ready
@@ -171,9 +179,12 @@ async def test_statefulset_ordered() -> None:
         for p in list(api.get_informer(PODS).store.values()):
             if p.get("status", {}).get("phase") != "Running":
                 q = copy.deepcopy(p)
-                q["status"] = {"phase": "Running",
-                               "conditions": [{"type": "Ready", "status": "True"}]}
+                q["status"] = {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                }
                 api.put(PODS, q)
+
     await until(lambda: names() == ["db-0", "db-1", "db-2"], ready_all)
     pod = inf.get(PODS).get("default/db-1")
     assert pod["spec"]["hostname"] == "db-1" and pod["spec"]["subdomain"] == "db"
@@ -181,5 +192,36 @@ async def test_statefulset_ordered() -> None:
     sts["spec"]["replicas"] = 1
     api.put(STATEFUL_SETS, sts)
     await until(lambda: names() == ["db-0"], ready_all)
+    stop.set()
+    await task
+
+
+async def test_pdb_status() -> None:
+    from kubenode.server.controllers.api import PDBS
+    from kubenode.server.controllers.disruption import DisruptionController
+
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(DisruptionController(api=api, informers=inf).run(stop))
+    for i, ready in enumerate(["True", "True", "False"]):
+        api.put(
+            PODS,
+            {
+                "metadata": {"name": f"p{i}", "namespace": "default", "labels": {"app": "x"}},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]},
+            },
+        )
+    api.put(
+        PDBS,
+        {
+            "metadata": {"name": "b", "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}},
+        },
+    )
+    await until(lambda: inf.get(PDBS).get("default/b").get("status", {}).get("expectedPods") == 3)
+    st = inf.get(PDBS).get("default/b")["status"]
+    assert (st["currentHealthy"], st["desiredHealthy"], st["disruptionsAllowed"]) == (2, 1, 1)
     stop.set()
     await task

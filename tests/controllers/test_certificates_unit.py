@@ -21,25 +21,42 @@ def make_ca(d: Path) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-ca")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     (d / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "ca.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
+    (d / "ca.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert
 
 
 def csr_pem(cn: str, org: str) -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    req = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                                    x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .sign(key, hashes.SHA256()))
+    req = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                    x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                ]
+            )
+        )
+        .sign(key, hashes.SHA256())
+    )
     return base64.b64encode(req.public_bytes(serialization.Encoding.PEM)).decode()
 
 
@@ -49,15 +66,31 @@ async def test_kubelet_client_csr_approved_and_signed(tmp_path: Path) -> None:
     inf = FakeInformers(api)
     stop = asyncio.Event()
     task = asyncio.create_task(
-        CSRController(api=api, informers=inf, pki_dir=str(tmp_path)).run(stop))
+        CSRController(api=api, informers=inf, pki_dir=str(tmp_path)).run(stop)
+    )
     usages = ["digital signature", "client auth"]
-    api.put(CSRS, {"metadata": {"name": "node-csr"},
-                   "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
-                            "request": csr_pem("system:node:n1", "system:nodes"),
-                            "usages": usages}})
-    api.put(CSRS, {"metadata": {"name": "other"},
-                   "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
-                            "request": csr_pem("mallory", "system:masters"), "usages": usages}})
+    api.put(
+        CSRS,
+        {
+            "metadata": {"name": "node-csr"},
+            "spec": {
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "request": csr_pem("system:node:n1", "system:nodes"),
+                "usages": usages,
+            },
+        },
+    )
+    api.put(
+        CSRS,
+        {
+            "metadata": {"name": "other"},
+            "spec": {
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "request": csr_pem("mallory", "system:masters"),
+                "usages": usages,
+            },
+        },
+    )
     for _ in range(200):
         if (inf.get(CSRS).get("node-csr") or {}).get("status", {}).get("certificate"):
             break
@@ -69,9 +102,13 @@ async def test_kubelet_client_csr_approved_and_signed(tmp_path: Path) -> None:
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:n1"
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes,  # type: ignore[call-arg]
-                           ec.ECDSA(hashes.SHA256()))  # type: ignore[arg-type]
-    assert "status" not in inf.get(CSRS).get("other") or not inf.get(CSRS).get(
-        "other")["status"].get("conditions")
+    ca.public_key().verify(
+        cert.signature,
+        cert.tbs_certificate_bytes,  # type: ignore[call-arg]
+        ec.ECDSA(hashes.SHA256()),
+    )  # type: ignore[arg-type]
+    assert "status" not in inf.get(CSRS).get("other") or not inf.get(CSRS).get("other")[
+        "status"
+    ].get("conditions")
     stop.set()
     await task

@@ -22,6 +22,7 @@ from kubenode.server.controllers.certificates import CSRController
 from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.daemonset import DaemonSetController
 from kubenode.server.controllers.deployment import DeploymentController
+from kubenode.server.controllers.disruption import DisruptionController
 from kubenode.server.controllers.endpoints import EndpointsController
 from kubenode.server.controllers.endpointslice import EndpointSliceController
 from kubenode.server.controllers.garbagecollector import GarbageCollector
@@ -84,6 +85,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "daemonset": _simple(DaemonSetController),
     "statefulset": _simple(StatefulSetController),
     "csr": _csr,
+    "disruption": _simple(DisruptionController),
 }
 
 
