@@ -137,8 +137,9 @@ def pid_alive(pidfile: Path) -> bool:
     with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
         os.kill(pid, 0)
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             return False
-        return comm == "conmon"
+        comm, _, rest = stat.partition(") ")
+        return comm.endswith("(conmon") and not rest.startswith(("Z", "X"))
     return False

@@ -240,9 +240,20 @@ class ContainerManager:
     async def refresh(self, rec: ContainerRecord) -> None:
         if rec.state != RUNNING:
             return
-        st = lifecycle.exit_status(self.layout, rec.id, persist=self.persist_dir(rec.id))
+        persist = self.persist_dir(rec.id)
+        st = lifecycle.exit_status(self.layout, rec.id, persist=persist)
         if st is None:
-            return
+            if conmon.pid_alive(self.layout.bundle(rec.id) / "conmon.pid"):
+                return
+            st = lifecycle.exit_status(self.layout, rec.id, persist=persist)
+            if st is None:  # monitor gone without an exit file (killed, or a reboot)
+                rec.state, rec.exit_code, rec.reason = EXITED, 255, "Unknown"
+                rec.message = "container monitor (conmon) is gone; exit status lost"
+                rec.finished_at = self.now()
+                self.store.save_container(rec)
+                with contextlib.suppress(RuncError):
+                    await self.runc.delete(rec.id, force=True)
+                return
         oom = st.oom or self.cgroups.oom_killed(rec.cgroups_path)
         rec.exit_code = st.code
         rec.finished_at = st.finished_at

@@ -94,4 +94,8 @@ def remove_bundle(layout: Layout, cid: str) -> None:
     shutil.rmtree(bundle, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (layout.exit_dir / cid).unlink()
-    shutil.rmtree(layout.socket_dir / cid, ignore_errors=True)
+    sock = layout.socket_dir / cid  # conmon's attach socket dir, or a symlink to it
+    if sock.is_symlink():
+        sock.unlink()
+    else:
+        shutil.rmtree(sock, ignore_errors=True)

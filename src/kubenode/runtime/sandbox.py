@@ -285,8 +285,9 @@ class SandboxManager:
 
     # ---- status --------------------------------------------------------------------------
     def refresh(self, rec: SandboxRecord) -> None:
-        if rec.state == READY and lifecycle.exit_status(
-                self.layout, rec.id, persist=self.persist_dir(rec.id)) is not None:
+        if rec.state == READY and (lifecycle.exit_status(
+                self.layout, rec.id, persist=self.persist_dir(rec.id)) is not None
+                or not conmon.pid_alive(self.layout.bundle(rec.id) / "conmon.pid")):
             rec.state = NOTREADY
             self.store.save_sandbox(rec)
 
