@@ -59,6 +59,26 @@ class FilterStatus:
     unresolvable: bool
 
 
+@dataclass
+class CycleState:
+    """What the filters and scores need about the pod, computed once per attempt
+    (upstream framework.CycleState)."""
+
+    pod: Obj
+    requests: dict[str, int]
+    non_zero: dict[str, int]
+    host_ports: list[tuple[str, str, int]]
+
+    @classmethod
+    def of(cls, pod: Obj) -> CycleState:
+        return cls(
+            pod=pod,
+            requests=pod_requests(pod),
+            non_zero=pod_requests(pod, non_zero=True),
+            host_ports=pod_host_ports(pod),
+        )
+
+
 def _spec(pod: Obj) -> Obj:
     s: Obj = pod.get("spec") or {}
     return s
@@ -80,7 +100,8 @@ def effective_taints(node: Obj) -> list[Obj]:
 # ---- filters -------------------------------------------------------------------------
 
 
-def node_unschedulable(pod: Obj, info: NodeInfo) -> FilterStatus | None:
+def node_unschedulable(s: CycleState, info: NodeInfo) -> FilterStatus | None:
+    pod = s.pod
     if not (info.node.get("spec") or {}).get("unschedulable"):
         return None
     taint = {"key": TAINT_UNSCHEDULABLE, "effect": NO_SCHEDULE}
@@ -89,14 +110,16 @@ def node_unschedulable(pod: Obj, info: NodeInfo) -> FilterStatus | None:
     return FilterStatus((ERR_UNSCHEDULABLE,), True)
 
 
-def node_name(pod: Obj, info: NodeInfo) -> FilterStatus | None:
+def node_name(s: CycleState, info: NodeInfo) -> FilterStatus | None:
+    pod = s.pod
     wanted = _spec(pod).get("nodeName")
     if wanted and wanted != info.name:
         return FilterStatus((ERR_NODE_NAME,), True)
     return None
 
 
-def taint_toleration(pod: Obj, info: NodeInfo) -> FilterStatus | None:
+def taint_toleration(s: CycleState, info: NodeInfo) -> FilterStatus | None:
+    pod = s.pod
     tolerations = _spec(pod).get("tolerations") or []
     for taint in effective_taints(info.node):
         if taint.get("effect") not in (NO_SCHEDULE, NO_EXECUTE):
@@ -114,29 +137,34 @@ def required_node_affinity(pod: Obj) -> Obj | None:
     return req
 
 
-def node_affinity(pod: Obj, info: NodeInfo) -> FilterStatus | None:
-    labels = info.node.get("metadata", {}).get("labels") or {}
+def affinity_matches(pod: Obj, node: Obj) -> bool:
+    """nodeSelector and required node affinity (upstream GetRequiredNodeAffinity)."""
+    labels = node.get("metadata", {}).get("labels") or {}
     selector = _spec(pod).get("nodeSelector") or {}
     if any(labels.get(k) != v for k, v in selector.items()):
-        return FilterStatus((ERR_NODE_AFFINITY,), True)
-    if not node_selector_matches(required_node_affinity(pod), info.node):
+        return False
+    return node_selector_matches(required_node_affinity(pod), node)
+
+
+def node_affinity(s: CycleState, info: NodeInfo) -> FilterStatus | None:
+    if not affinity_matches(s.pod, info.node):
         return FilterStatus((ERR_NODE_AFFINITY,), True)
     return None
 
 
-def node_ports(pod: Obj, info: NodeInfo) -> FilterStatus | None:
-    for want in pod_host_ports(pod):
+def node_ports(s: CycleState, info: NodeInfo) -> FilterStatus | None:
+    for want in s.host_ports:
         if any(ports_conflict(want, used) for used in info.used_ports):
             return FilterStatus((ERR_PORTS,), False)
     return None
 
 
-def node_resources_fit(pod: Obj, info: NodeInfo) -> FilterStatus | None:
+def node_resources_fit(s: CycleState, info: NodeInfo) -> FilterStatus | None:
     alloc = info.allocatable
     reasons: list[str] = []
     if len(info.pods) + 1 > alloc.get("pods", 110):
         reasons.append(ERR_TOO_MANY_PODS)
-    req = pod_requests(pod)
+    req = s.requests
     for name in sorted(req, key=lambda n: (n not in ("cpu", "memory", "ephemeral-storage"), n)):
         if req[name] > alloc.get(name, 0) - info.requested.get(name, 0):
             reasons.append(f"Insufficient {name}")
@@ -191,7 +219,7 @@ def spread_constraints(pod: Obj) -> list[SpreadConstraint]:
 
 def _eligible(pod: Obj, info: NodeInfo, key: str) -> bool:
     labels = info.node.get("metadata", {}).get("labels") or {}
-    return key in labels and node_affinity(pod, info) is None
+    return key in labels and affinity_matches(pod, info.node)
 
 
 def _domain_counts(pod: Obj, c: SpreadConstraint, infos: Sequence[NodeInfo]) -> dict[str, int]:
@@ -248,7 +276,7 @@ class PodTopologySpread:
         return any(not c.hard for c in self.constraints)
 
 
-FILTERS: tuple[Callable[[Obj, NodeInfo], FilterStatus | None], ...] = (
+FILTERS: tuple[Callable[[CycleState, NodeInfo], FilterStatus | None], ...] = (
     node_unschedulable,
     node_name,
     taint_toleration,
@@ -261,18 +289,18 @@ FILTERS: tuple[Callable[[Obj, NodeInfo], FilterStatus | None], ...] = (
 # ---- scores --------------------------------------------------------------------------
 
 
-def _fractions(pod: Obj, info: NodeInfo) -> list[tuple[int, int]]:
+def _fractions(s: CycleState, info: NodeInfo) -> list[tuple[int, int]]:
     alloc = info.allocatable
-    req = pod_requests(pod, non_zero=True)
+    req = s.non_zero
     return [
         (info.non_zero_requested.get(r, 0) + req.get(r, 0), alloc.get(r, 0))
         for r in ("cpu", "memory")
     ]
 
 
-def least_allocated(pod: Obj, info: NodeInfo) -> float:
+def least_allocated(s: CycleState, info: NodeInfo) -> float:
     scores = []
-    for requested, capacity in _fractions(pod, info):
+    for requested, capacity in _fractions(s, info):
         if capacity <= 0 or requested > capacity:
             scores.append(0.0)
         else:
@@ -280,8 +308,8 @@ def least_allocated(pod: Obj, info: NodeInfo) -> float:
     return sum(scores) / len(scores)
 
 
-def balanced_allocation(pod: Obj, info: NodeInfo) -> float:
-    fr = [min(req / cap, 1.0) if cap > 0 else 1.0 for req, cap in _fractions(pod, info)]
+def balanced_allocation(s: CycleState, info: NodeInfo) -> float:
+    fr = [min(req / cap, 1.0) if cap > 0 else 1.0 for req, cap in _fractions(s, info)]
     mean = sum(fr) / len(fr)
     std = math.sqrt(sum((f - mean) ** 2 for f in fr) / len(fr))
     return (1 - std) * MAX_SCORE
@@ -320,16 +348,17 @@ def normalize(scores: list[float], *, reverse: bool = False) -> list[float]:
     return [MAX_SCORE - s for s in out] if reverse else out
 
 
-def score_nodes(pod: Obj, infos: Sequence[NodeInfo], spread: PodTopologySpread) -> list[float]:
+def score_nodes(s: CycleState, infos: Sequence[NodeInfo], spread: PodTopologySpread) -> list[float]:
     """Weighted sum of the default score plugins for each feasible node, in order."""
-    la = [least_allocated(pod, i) for i in infos]
-    ba = [balanced_allocation(pod, i) for i in infos]
+    pod = s.pod
+    la = [least_allocated(s, i) for i in infos]
+    ba = [balanced_allocation(s, i) for i in infos]
     na = normalize([preferred_node_affinity(pod, i) for i in infos])
     tt = normalize([intolerable_prefer_no_schedule(pod, i) for i in infos], reverse=True)
     if spread.has_soft:
         raw = [spread.score(i) for i in infos]
         hi, lo = max(raw, default=0.0), min(raw, default=0.0)
-        ts = [MAX_SCORE * (hi + lo - s) / hi if hi > 0 else float(MAX_SCORE) for s in raw]
+        ts = [MAX_SCORE * (hi + lo - r) / hi if hi > 0 else float(MAX_SCORE) for r in raw]
     else:
         ts = [0.0 for _ in infos]
     return [la[i] + ba[i] + 2 * na[i] + 3 * tt[i] + 2 * ts[i] for i in range(len(infos))]

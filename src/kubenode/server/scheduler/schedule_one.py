@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubenode.server.scheduler.nodeinfo import NodeInfo
-from kubenode.server.scheduler.plugins import FILTERS, FilterStatus, PodTopologySpread, score_nodes
+from kubenode.server.scheduler.plugins import (
+    FILTERS,
+    CycleState,
+    FilterStatus,
+    PodTopologySpread,
+    score_nodes,
+)
 
 Obj = dict[str, Any]
 
@@ -57,15 +63,18 @@ class ScheduleResult:
     feasible: int = 0
 
 
-def filter_node(pod: Obj, info: NodeInfo, spread: PodTopologySpread) -> FilterStatus | None:
+def filter_node(
+    state: CycleState, info: NodeInfo, spread: PodTopologySpread
+) -> FilterStatus | None:
     for f in FILTERS:
-        st = f(pod, info)
+        st = f(state, info)
         if st is not None:
             return st
-    return spread.filter(pod, info)
+    return spread.filter(state.pod, info)
 
 
 def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> ScheduleResult:
+    state = CycleState.of(pod)
     spread = PodTopologySpread(pod, infos)
     feasible: list[NodeInfo] = []
     err = FitError(
@@ -73,7 +82,7 @@ def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> Schedul
         preemption_never=(pod.get("spec") or {}).get("preemptionPolicy") == "Never",
     )
     for info in infos:
-        st = filter_node(pod, info, spread)
+        st = filter_node(state, info, spread)
         if st is None:
             feasible.append(info)
         else:
@@ -82,7 +91,7 @@ def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> Schedul
         return ScheduleResult(node=None, error=err)
     if len(feasible) == 1:
         return ScheduleResult(node=feasible[0].name, feasible=1)
-    scores = score_nodes(pod, feasible, spread)
+    scores = score_nodes(state, feasible, spread)
     best = max(scores)
     winners = [i for i, s in zip(feasible, scores, strict=True) if s >= best - 1e-9]
     return ScheduleResult(node=rng.choice(winners).name, feasible=len(feasible))
