@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
+import tarfile
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from kubenode.runtime.images import layout, oci
+from kubenode.runtime.images import build, layout, oci, unpack
 from kubenode.runtime.images import registry as reg_mod
 from kubenode.runtime.images.auth import Credentials
 from kubenode.runtime.images.command import push_layout
-from kubenode.runtime.images.pull import pull_image
+from kubenode.runtime.images.pull import import_layout, pull_image
 from kubenode.runtime.images.reference import parse
 from kubenode.runtime.images.registry import RegistryClient, RegistryHosts
 from kubenode.runtime.images.store import ImageStore
@@ -324,16 +327,39 @@ async def test_docker_schema2_manifest_and_list(tmp_path: Path, registry: Regist
 
 async def test_start_repairs_missing_snapshots(tmp_path: Path, busybox_layout: BuiltLayout,
                                                pause_layout: BuiltLayout) -> None:
-    from kubenode.runtime.images.pull import import_layout
-    from kubenode.runtime.images.unpack import remove_tree
-
     store = _store(tmp_path)
     [bb] = await import_layout(store=store, path=busybox_layout.path)
     [pause] = await import_layout(store=store, path=pause_layout.path)
-    remove_tree(bb.layer_dirs[0])  # snapshot lost: re-unpacked from its blob
-    remove_tree(pause.layer_dirs[0])
+    unpack.remove_tree(bb.layer_dirs[0])  # snapshot lost: re-unpacked from its blob
+    unpack.remove_tree(pause.layer_dirs[0])
     store.blob_path(pause.layers[0]).unlink()  # content lost: the record goes
     again = _store(tmp_path)
     found = await again.get(bb.id)
     assert found is not None and (found.layer_dirs[0] / "bin/busybox").is_file()
     assert await again.get(pause.id) is None
+
+
+async def test_refused_image_leaves_nothing(tmp_path: Path, registry: RegistryFactory,
+                                            client: RegistryClient) -> None:
+    """Layer 1 fine, layer 2 escapes with '..': the pull fails naming the entry, and no
+    blob, snapshot, temp dir or record of the image is kept."""
+    good = build.layer_tar([build.Entry(path="etc", kind="dir"),
+                            build.Entry(path="etc/ok", kind="file", data=b"ok")])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    build.write_image(tmp_path / "evil", name="evil/image:1", layers=[good, buf.getvalue()],
+                      config={"Cmd": ["sh"]}, history="test")
+    reg = registry()
+    ref = f"{reg.host}/evil/image:1"
+    await push_layout(tmp_path / "evil", ref)
+    store = _store(tmp_path / "node")
+    with pytest.raises(unpack.UnsafeLayer, match=re.escape("'../../escaped'")):
+        await pull_image(store=store, client=client, image=ref)
+    assert await store.list() == []
+    assert list(store.snapshots.iterdir()) == []
+    assert list(store.blobs.iterdir()) == []
+    assert list(store.ingest_dir.iterdir()) == []
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "node/escaped").exists()

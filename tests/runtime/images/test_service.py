@@ -19,6 +19,8 @@ import pytest
 
 from kubenode.cri import api_pb2 as pb
 from kubenode.cri import api_pb2_grpc as pb_grpc
+from kubenode.runtime.images.builtin import ensure_builtin_images
+from kubenode.runtime.images.pull import import_layout
 from kubenode.runtime.images.registry import RegistryClient
 from kubenode.runtime.images.service import ImageServicer
 from kubenode.runtime.images.store import ImageStore
@@ -133,7 +135,9 @@ def test_pull_errors_are_clear_statuses(registry: RegistryFactory, runtime: Runt
     assert code == grpc.StatusCode.UNAUTHENTICATED and reg.host in msg, msg
     code, msg = _code(_pull, stub, f"{reg.host}/private/nosuch:latest",
                       pb.AuthConfig(username="bob", password="right"))
-    assert code == grpc.StatusCode.NOT_FOUND and "nosuch" in msg, msg
+    assert code == grpc.StatusCode.NOT_FOUND, msg
+    assert msg.startswith(f'failed to pull and unpack image "{reg.host}/private/nosuch:latest": '
+                          f'failed to resolve reference "{reg.host}/private/nosuch:latest"'), msg
     ok = _pull(stub, ref, pb.AuthConfig(auth=base64.b64encode(b"bob:right").decode()))
     assert ok.image_ref.startswith("sha256:")
     port = free_port()
@@ -151,11 +155,11 @@ def test_import_and_ls(tmp_path: Path, runtime: Runtime, pause_layout: BuiltLayo
     lines = ls.stdout.splitlines()
     assert lines[0].split() == ["IMAGE", "TAG", "IMAGE", "ID", "SIZE"]
     assert lines[1].split()[:2] == ["registry.k8s.io/pause", "3.10"]
+    listed = runtime.images().ListImages(pb.ListImagesRequest())
+    assert [i.pinned for i in listed.images] == [True]  # the sandbox image: never GC'd
 
 
 async def test_remove_refused_while_in_use(tmp_path: Path, pause_layout: BuiltLayout) -> None:
-    from kubenode.runtime.images.pull import import_layout
-
     store = ImageStore(tmp_path / "root")
     store.start()
     [img] = await import_layout(store=store, path=pause_layout.path)
@@ -202,8 +206,6 @@ def test_import_layout_made_by_skopeo(tmp_path: Path, registry: RegistryFactory,
 
 
 async def test_builtin_images_are_loaded_once(tmp_path: Path) -> None:
-    from kubenode.runtime.images.builtin import ensure_builtin_images
-
     store = ImageStore(tmp_path / "root")
     store.start()
     bb, pause = await ensure_builtin_images(store)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import stat
+import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -178,3 +179,38 @@ async def test_store_refuses_unsafe_layer_without_partial_snapshot(tmp_path: Pat
         await store.unpack(diff_id=diff_id, blob_digest=digest)
     assert list(store.snapshots.iterdir()) == []
     assert not (tmp_path / "root/images/pwned").exists()
+
+
+@pytest.mark.root
+def test_snapshots_stack_as_overlayfs_lowerdirs(tmp_path: Path) -> None:
+    """Two unpacked layers mounted as overlayfs lowers: whiteouts hide lower files and an
+    opaque dir hides the lower dir's contents, as the OCI layer semantics say."""
+    def lower(add: Add) -> None:
+        add("a", kind=tarfile.DIRTYPE, mode=0o755)
+        add("a/old", data=b"old")
+        add("a/kept", data=b"kept")
+        add("d", kind=tarfile.DIRTYPE, mode=0o755)
+        add("d/hidden", data=b"x")
+
+    def upper(add: Add) -> None:
+        add("a", kind=tarfile.DIRTYPE, mode=0o755)
+        add("a/.wh.old")
+        add("d", kind=tarfile.DIRTYPE, mode=0o755)
+        add("d/.wh..wh..opq")
+        add("d/new", data=b"new")
+
+    l1 = tmp_path / "l1"
+    l1.mkdir()
+    l2 = tmp_path / "l2"
+    l2.mkdir()
+    low = _unpack(l1, make_tar(lower))
+    up = _unpack(l2, make_tar(upper))
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={up}:{low}",
+                    str(merged)], check=True)
+    try:
+        assert sorted(os.listdir(merged / "a")) == ["kept"]
+        assert sorted(os.listdir(merged / "d")) == ["new"]
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)

@@ -14,7 +14,7 @@ from typing import Any
 from kubenode.runtime.images import layout, oci
 from kubenode.runtime.images.auth import Credentials
 from kubenode.runtime.images.reference import Reference, parse
-from kubenode.runtime.images.registry import RegistryClient, RegistryError
+from kubenode.runtime.images.registry import NotFound, RegistryClient, RegistryError
 from kubenode.runtime.images.store import Image, ImageStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,10 @@ async def pull_image(*, store: ImageStore, client: RegistryClient, image: str,
 
 async def _pull(*, store: ImageStore, client: RegistryClient, ref: Reference,
                 creds: Credentials | None) -> Image:
-    top = await client.get_manifest(ref, creds=creds)
+    try:
+        top = await client.get_manifest(ref, creds=creds)
+    except NotFound as err:
+        raise NotFound(f'failed to resolve reference "{ref}": {ref}: not found ({err})') from None
     store.write_blob(top.data, top.digest)
     manifest_json = top.json()
     manifest_digest = top.digest
@@ -80,6 +83,8 @@ async def _pull(*, store: ImageStore, client: RegistryClient, ref: Reference,
     config = json.loads(config_bytes)
     layers = [oci.Descriptor.from_json(d) for d in manifest_json["layers"]]
     diff_ids = _check_config(config, len(layers), str(ref))
+    owned = {top.digest, manifest_digest, config_desc.digest, *diff_ids,
+             *(d.digest for d in layers)}
 
     async def layer(desc: oci.Descriptor, diff_id: str) -> None:
         if store.snapshot_dir(diff_id).exists():
@@ -91,16 +96,27 @@ async def _pull(*, store: ImageStore, client: RegistryClient, ref: Reference,
         await store.ingest(desc.digest, fetch)
         await store.unpack(diff_id=diff_id, blob_digest=desc.digest)
 
-    await asyncio.gather(*(layer(d, i) for d, i in zip(layers, diff_ids, strict=True)))
-    size = config_desc.size + sum(d.size for d in layers)
-    record = Image(
-        id=config_desc.digest,
-        repo_tags=[str(ref)] if ref.tag is not None else [],
-        repo_digests=[f"{ref.name}@{top.digest}"],
-        size=size, config=dict(config.get("config") or {}), layer_dirs=[],
-        diff_ids=diff_ids, layers=[d.digest for d in layers], manifest_digest=manifest_digest,
-        image_config=config)
-    image = await store.add(record)
+    try:
+        with store.lease(owned):
+            # every layer finishes (no half-done work behind us) before a failure is raised
+            results = await asyncio.gather(
+                *(layer(d, i) for d, i in zip(layers, diff_ids, strict=True)),
+                return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
+            size = config_desc.size + sum(d.size for d in layers)
+            record = Image(
+                id=config_desc.digest,
+                repo_tags=[str(ref)] if ref.tag is not None else [],
+                repo_digests=[f"{ref.name}@{top.digest}"],
+                size=size, config=dict(config.get("config") or {}), layer_dirs=[],
+                diff_ids=diff_ids, layers=[d.digest for d in layers],
+                manifest_digest=manifest_digest, image_config=config)
+            image = await store.add(record)
+    except BaseException:
+        store.discard(owned)  # a refused or failed image leaves nothing behind
+        raise
     log.info("pulled image ref=%s id=%s", ref, image.id)
     return image
 

@@ -20,11 +20,13 @@ from kubenode.cri import api_pb2 as pb
 from kubenode.cri import api_pb2_grpc as pb_grpc
 from kubenode.runtime.images import oci, registry, unpack
 from kubenode.runtime.images.auth import Credentials
+from kubenode.runtime.images.build import DEFAULT_TAGS
 from kubenode.runtime.images.pull import ImageFormatError, pull_image
 from kubenode.runtime.images.reference import InvalidReference
 from kubenode.runtime.images.store import Image, ImageStore
 
 log = logging.getLogger(__name__)
+PAUSE_IMAGE = DEFAULT_TAGS["pause"]
 
 
 def _status_of(err: Exception) -> grpc.StatusCode:
@@ -53,10 +55,11 @@ def _uid_user(user: str) -> tuple[int | None, str]:
     return None, name
 
 
-def image_to_cri(img: Image) -> pb.Image:
+def image_to_cri(img: Image, *, pinned: frozenset[str] = frozenset()) -> pb.Image:
     uid, username = _uid_user(str(img.config.get("User") or ""))
     out = pb.Image(id=img.id, repo_tags=img.repo_tags, repo_digests=img.repo_digests,
-                   size=img.size, username=username, pinned=img.pinned,
+                   size=img.size, username=username,
+                   pinned=img.pinned or bool(pinned.intersection(img.repo_tags)),
                    spec=pb.ImageSpec(image=img.id))
     if uid is not None:
         out.uid.value = uid
@@ -65,7 +68,10 @@ def image_to_cri(img: Image) -> pb.Image:
 
 class ImageServicer(pb_grpc.ImageServiceServicer):
     def __init__(self, *, store: ImageStore, client: registry.RegistryClient,
-                 in_use: Callable[[str], bool], now: Callable[[], float] = time.time) -> None:
+                 in_use: Callable[[str], bool], now: Callable[[], float] = time.time,
+                 pinned: frozenset[str] = frozenset({PAUSE_IMAGE})) -> None:
+        """pinned: tags the kubelet's image GC must never remove (the sandbox image)."""
+        self._pinned = pinned
         self._store = store
         self._client = client
         self._in_use = in_use
@@ -82,7 +88,7 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
         self, request: pb.PullImageRequest, context: grpc.aio.ServicerContext
     ) -> pb.PullImageResponse:
         image = request.image.image
-        what = f'failed to pull image "{image}"'
+        what = f'failed to pull and unpack image "{image}"'
         try:
             a = request.auth
             creds = Credentials.from_cri(username=a.username, password=a.password, auth=a.auth,
@@ -101,7 +107,7 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
         img = await self._store.get(request.image.image)
         if img is None:
             return pb.ImageStatusResponse()
-        resp = pb.ImageStatusResponse(image=image_to_cri(img))
+        resp = pb.ImageStatusResponse(image=image_to_cri(img, pinned=self._pinned))
         if request.verbose:
             info = {"imageSpec": img.image_config, "chainID": img.diff_ids[-1:] and
                     img.diff_ids[-1], "snapshots": [str(p) for p in img.layer_dirs],
@@ -117,7 +123,7 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
         if want:
             found = await self._store.get(want)
             images = [found] if found is not None else []
-        return pb.ListImagesResponse(images=[image_to_cri(i) for i in images])
+        return pb.ListImagesResponse(images=[image_to_cri(i, pinned=self._pinned) for i in images])
 
     async def RemoveImage(
         self, request: pb.RemoveImageRequest, context: grpc.aio.ServicerContext

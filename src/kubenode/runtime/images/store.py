@@ -23,7 +23,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,7 +73,8 @@ class ImageStore:
         self.allow_devices = allow_devices
         self._records: dict[str, dict[str, Any]] = {}
         self._meta_stamp: tuple[int, int] | None = None
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._leases: Counter[str] = Counter()  # digests an unfinished pull relies on
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -233,12 +235,37 @@ class ImageStore:
                 b, s = _owned(r)
                 blobs -= b
                 snaps -= s
-            busy = {k.split(":", 2)[-1] for k in self._inflight}
+            busy = self._busy()
             for d in blobs - busy:
                 self.blob_path(d).unlink(missing_ok=True)
             for d in snaps - busy:
                 unpack.remove_tree(self.snapshot_dir(d))
         return True
+
+    def _busy(self) -> set[str]:
+        return {k.split(":", 1)[-1] for k in self._inflight} | set(+self._leases)
+
+    @contextlib.contextmanager
+    def lease(self, digests: set[str]) -> Iterator[None]:
+        """Protect blobs/snapshots (by digest or diff id) from removal while held."""
+        self._leases.update(digests)
+        try:
+            yield
+        finally:
+            self._leases.subtract(digests)
+
+    def discard(self, digests: set[str]) -> None:
+        """Drop blobs and snapshots among `digests` that no image record uses and no
+        other pull holds (what a failed pull leaves behind)."""
+        with self._locked():
+            self._load()
+            keep: set[str] = set()
+            for r in self._records.values():
+                b, sn = _owned(r)
+                keep |= b | sn
+            for d in digests - keep - self._busy():
+                self.blob_path(d).unlink(missing_ok=True)
+                unpack.remove_tree(self.snapshot_dir(d))
 
     # ---- content ---------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -250,24 +277,22 @@ class ImageStore:
     def snapshot_dir(self, diff_id: str) -> Path:
         return self.snapshots / oci.check_digest(diff_id)
 
-    async def _once(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run work once per key at a time; concurrent callers share its result."""
-        fut = self._inflight.get(key)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            result = await work()
-        except BaseException as err:
-            fut.set_exception(err)
-            fut.exception()  # mark retrieved
-            raise
-        else:
-            fut.set_result(result)
-            return result
-        finally:
-            del self._inflight[key]
+    async def _once(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run work once per key at a time in its own task; concurrent callers share its
+        result, and a caller that is cancelled does not interrupt it half-way."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(work(), name=key)
+            self._inflight[key] = task
+
+            def done(t: asyncio.Future[Any], key: str = key) -> None:
+                if self._inflight.get(key) is t:
+                    del self._inflight[key]
+                if not t.cancelled():
+                    t.exception()  # retrieved: callers get it through shield()
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     async def ingest(self, digest: str,
                      fetch: Callable[[Path], Awaitable[str | None]]) -> Path:
