@@ -1,0 +1,328 @@
+"""nftables backend (upstream pkg/proxy/nftables): one `ip` table (default `kubenode`),
+written in ONE `nft -f` transaction per sync.
+
+Layout (names as upstream's kube-proxy table):
+  base chains   nat-prerouting/nat-output -> services; nat-postrouting -> masquerading;
+                filter-input/forward/output (priority -110, before DNAT) ->
+                service-endpoints-check / nodeport-endpoints-check (reject or drop
+                ports without endpoints); filter-forward + filter-output-post-dnat ->
+                cluster-ips-check (reject wrong ports of cluster IPs, drop unallocated
+                service-CIDR addresses)
+  maps          service-ips (ip . proto . port -> goto), service-nodeports
+                (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports
+  per port      service-<hash>-ns/name/proto/port (masquerade off-cluster sources,
+                session affinity, `numgen random mod N vmap`), external-<hash>-...
+                (node ports / external / LB IPs: masquerade, traffic policy),
+                endpoint-<hash>-...__ip/port (hairpin masquerade, affinity update, DNAT),
+                affinity-<hash>-... sets (dynamic, timeout)
+
+Full sync: declare everything, flush every chain and map and refill them, delete
+chains/maps/sets that are no longer wanted (affinity sets that stay are never flushed,
+so ClientIP affinity survives). Partial sync: diff against what the last successful
+sync applied; only changed chains are flushed and rewritten, map elements are
+added/removed one by one, stale chains deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+
+from kubenode.proxy.topology import ServiceView
+
+log = logging.getLogger(__name__)
+
+MASQ_MARK = "0x4000"
+BASE_CHAINS: dict[str, str] = {
+    "nat-prerouting": "type nat hook prerouting priority dstnat; policy accept;",
+    "nat-output": "type nat hook output priority -100; policy accept;",
+    "nat-postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "filter-input": "type filter hook input priority -110; policy accept;",
+    "filter-forward": "type filter hook forward priority -110; policy accept;",
+    "filter-output": "type filter hook output priority -110; policy accept;",
+    "filter-output-post-dnat": "type filter hook output priority -90; policy accept;",
+}
+MAPS: dict[str, str] = {
+    "service-ips": "type ipv4_addr . inet_proto . inet_service : verdict;",
+    "service-nodeports": "type inet_proto . inet_service : verdict;",
+    "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict;",
+    "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
+}
+
+
+class NftError(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Ruleset:
+    """The desired content of the table."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)  # name -> declaration
+    cluster_ips: set[str] = field(default_factory=set)
+
+    def rule_count(self) -> int:
+        return sum(len(r) for r in self.chains.values()) + sum(
+            len(m) for m in self.maps.values())
+
+
+def _proto(p: str) -> str:
+    return p.lower()
+
+
+def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
+                  service_cidrs: list[str], masquerade_all: bool = False) -> Ruleset:
+    rs = Ruleset()
+    ch = rs.chains
+    for name in BASE_CHAINS:
+        ch[name] = []
+    ch["nat-prerouting"].append("jump services")
+    ch["nat-output"].append("jump services")
+    ch["nat-postrouting"].append("jump masquerading")
+    ch["filter-input"] += ["ct state new jump nodeport-endpoints-check",
+                           "ct state new jump service-endpoints-check"]
+    ch["filter-forward"] += ["ct state new jump service-endpoints-check",
+                             "ct state new jump cluster-ips-check"]
+    ch["filter-output"].append("ct state new jump service-endpoints-check")
+    ch["filter-output-post-dnat"].append("ct state new jump cluster-ips-check")
+    ch["service-endpoints-check"] = [
+        "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"]
+    ch["nodeport-endpoints-check"] = [
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        "vmap @no-endpoint-nodeports"]
+    ch["cluster-ips-check"] = ["ip daddr @cluster-ips reject"]
+    if service_cidrs:
+        ch["cluster-ips-check"].append(f"ip daddr {{ {', '.join(service_cidrs)} }} drop")
+    ch["mark-for-masquerade"] = [f"meta mark set meta mark or {MASQ_MARK}"]
+    ch["masquerading"] = [f"meta mark & {MASQ_MARK} == 0 return",
+                          f"meta mark set meta mark xor {MASQ_MARK}",
+                          "masquerade fully-random"]
+    ch["reject-chain"] = ["reject"]
+    ch["services"] = [
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        "vmap @service-nodeports"]
+    for m in MAPS:
+        rs.maps[m] = {}
+
+    for v in views:
+        info = v.info
+        proto = _proto(info.protocol)
+        port_name = v.name.port or f"p{info.port}"
+        suffix = f"{v.hash(8)}-{v.name.namespace}/{v.name.name}/{proto}/{port_name}"
+        svc_chain = f"service-{suffix}"
+        ext_chain = f"external-{suffix}"
+        rs.cluster_ips.add(info.cluster_ip)
+        cluster_key = f"{info.cluster_ip} . {proto} . {info.port}"
+        ext_keys = [f"{ip} . {proto} . {info.port}"
+                    for ip in (*info.external_ips, *info.load_balancer_ips)]
+        np_key = f"{proto} . {info.node_port}" if info.node_port else None
+
+        if not v.any_endpoints:
+            rs.maps["no-endpoint-services"][cluster_key] = "goto reject-chain"
+            for k in ext_keys:
+                rs.maps["no-endpoint-services"][k] = "goto reject-chain"
+            if np_key:
+                rs.maps["no-endpoint-nodeports"][np_key] = "goto reject-chain"
+            continue
+
+        aff_t = info.session_affinity_timeout
+        ep_chains: dict[tuple[str, int], str] = {}
+        for ep in {*v.cluster, *v.local}:
+            ep_name = f"endpoint-{suffix}__{ep.ip}/{ep.port}"[:250]
+            ep_chains[(ep.ip, ep.port)] = ep_name
+            rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
+            if info.session_affinity_timeout:
+                aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
+                rs.sets[aff] = (f"type ipv4_addr; flags dynamic,timeout; "
+                                f"timeout {info.session_affinity_timeout}s;")
+                rules.append(f"update @{aff} {{ ip saddr }}")
+            rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
+            ch[ep_name] = rules
+
+        if v.internal:
+            rules = []
+            if masquerade_all:
+                rules.append("jump mark-for-masquerade")
+            elif cluster_cidr:
+                rules.append(f"ip daddr {info.cluster_ip} ip saddr != {cluster_cidr} "
+                             "jump mark-for-masquerade")
+            _balance([ep_chains[(e.ip, e.port)] for e in v.internal], aff_t, rules)
+            ch[svc_chain] = rules
+            rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
+        else:  # iTP Local without local endpoints
+            rs.maps["no-endpoint-services"][cluster_key] = "drop"
+
+        if not info.externally_accessible:
+            continue
+        if not v.external:
+            for k in ext_keys:
+                rs.maps["no-endpoint-services"][k] = "drop"
+            if np_key:
+                rs.maps["no-endpoint-nodeports"][np_key] = "drop"
+            continue
+        ext: list[str] = []
+        if info.external_policy_local:
+            local_chain = f"local-{suffix}"
+            lrules: list[str] = []
+            _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, lrules)
+            ch[local_chain] = lrules
+            if v.cluster and v.internal and not info.internal_policy_local:
+                if cluster_cidr:
+                    ext.append(f"ip saddr {cluster_cidr} goto {svc_chain}")
+                ext.append("fib saddr type local jump mark-for-masquerade")
+                ext.append(f"fib saddr type local goto {svc_chain}")
+            ext.append(f"goto {local_chain}")
+        else:
+            ext.append("jump mark-for-masquerade")
+            if v.internal and not info.internal_policy_local:
+                ext.append(f"goto {svc_chain}")
+            else:
+                cl = f"cluster-{suffix}"
+                crules: list[str] = []
+                _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, crules)
+                ch[cl] = crules
+                ext.append(f"goto {cl}")
+        ch[ext_chain] = ext
+        for k in ext_keys:
+            rs.maps["service-ips"][k] = f"goto {ext_chain}"
+        if np_key:
+            rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
+    return rs
+
+
+def _balance(names: list[str], affinity: int, chain: list[str]) -> None:
+    """Rules choosing one endpoint chain: sticky sources first, then numgen random."""
+    if affinity:
+        for n in names:
+            chain.append(f"ip saddr @affinity-{n.removeprefix('endpoint-')} goto {n}")
+    if len(names) == 1:
+        chain.append(f"goto {names[0]}")
+    else:
+        elems = ", ".join(f"{i} : goto {n}" for i, n in enumerate(names))
+        chain.append(f"numgen random mod {len(names)} vmap {{ {elems} }}")
+
+
+def render(table: str, desired: Ruleset, applied: Ruleset | None,
+           existing_chains: set[str], existing_sets: set[str]) -> str:
+    """The `nft -f` script moving the table from `applied` (None: unknown -> full) to
+    `desired`. `existing_*` are the table's objects when doing a full sync."""
+    t = f"ip {table}"
+    out = [f"add table {t} {{ comment \"rules for kubenode kube-proxy\" ; }}"]
+    full = applied is None
+    for name, decl in desired.sets.items():
+        if full or name not in applied.sets:  # type: ignore[union-attr]
+            out.append(f"add set {t} {name} {{ {decl} }}")
+    out.append(f"add set {t} cluster-ips {{ type ipv4_addr; }}")
+    for name, decl in MAPS.items():
+        out.append(f"add map {t} {name} {{ {decl} }}")
+    for name in desired.chains:
+        hook = BASE_CHAINS.get(name)
+        out.append(f"add chain {t} {name}" + (f" {{ {hook} }}" if hook else ""))
+
+    # maps first (they reference chains that may go away)
+    if full:
+        out.append(f"flush set {t} cluster-ips")
+        if desired.cluster_ips:
+            ips = ", ".join(sorted(desired.cluster_ips))
+            out.append(f"add element {t} cluster-ips {{ {ips} }}")
+        for m, elems in desired.maps.items():
+            out.append(f"flush map {t} {m}")
+            if elems:
+                body = ", ".join(f"{k} : {v}" for k, v in elems.items())
+                out.append(f"add element {t} {m} {{ {body} }}")
+    else:
+        assert applied is not None
+        gone = applied.cluster_ips - desired.cluster_ips
+        new = desired.cluster_ips - applied.cluster_ips
+        if gone:
+            out.append(f"delete element {t} cluster-ips {{ {', '.join(sorted(gone))} }}")
+        if new:
+            out.append(f"add element {t} cluster-ips {{ {', '.join(sorted(new))} }}")
+        for m, elems in desired.maps.items():
+            old = applied.maps.get(m, {})
+            dels = [k for k, v in old.items() if elems.get(k) != v]
+            adds = [f"{k} : {v}" for k, v in elems.items() if old.get(k) != v]
+            if dels:
+                out.append(f"delete element {t} {m} {{ {', '.join(dels)} }}")
+            if adds:
+                out.append(f"add element {t} {m} {{ {', '.join(adds)} }}")
+
+    for name, rules in desired.chains.items():
+        if not full and applied.chains.get(name) == rules:  # type: ignore[union-attr]
+            continue
+        out.append(f"flush chain {t} {name}")
+        out.extend(f"add rule {t} {name} {r}" for r in rules)
+
+    stale_chains = (existing_chains if full else set(applied.chains)) - set(desired.chains)  # type: ignore[union-attr]
+    for name in sorted(stale_chains):
+        out.append(f"flush chain {t} {name}")
+    for name in sorted(stale_chains):
+        out.append(f"delete chain {t} {name}")
+    stale_sets = (existing_sets if full else set(applied.sets)) - set(desired.sets) - {  # type: ignore[union-attr]
+        "cluster-ips", *MAPS}
+    for name in sorted(stale_sets):
+        out.append(f"delete set {t} {name}")
+    return "\n".join(out) + "\n"
+
+
+async def run_nft(args: list[str], stdin: str | None = None) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "nft", *args, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if proc.returncode != 0:
+        raise NftError(f"nft {' '.join(args)}: {err.decode().strip()[:2000]}")
+    return out.decode()
+
+
+class NftablesBackend:
+    """Renders and applies the table; remembers what the last successful sync applied."""
+
+    name = "nftables"
+
+    def __init__(self, *, table: str = "kubenode", cluster_cidr: str | None = None,
+                 service_cidrs: list[str] | None = None, masquerade_all: bool = False) -> None:
+        self.table = table
+        self.cluster_cidr = cluster_cidr
+        self.service_cidrs = list(service_cidrs or [])
+        self.masquerade_all = masquerade_all
+        self._applied: Ruleset | None = None
+
+    async def _existing(self) -> tuple[set[str], set[str]]:
+        try:
+            doc = json.loads(await run_nft(["-j", "-t", "list", "table", "ip", self.table]))
+        except NftError:
+            return set(), set()
+        chains, sets = set(), set()
+        for item in doc.get("nftables", []):
+            if "chain" in item:
+                chains.add(item["chain"]["name"])
+            elif "set" in item:
+                sets.add(item["set"]["name"])
+            elif "map" in item:
+                sets.add(item["map"]["name"])
+        return chains, sets
+
+    async def sync(self, views: list[ServiceView], *, full: bool) -> int:
+        desired = build_ruleset(views, cluster_cidr=self.cluster_cidr,
+                                service_cidrs=self.service_cidrs,
+                                masquerade_all=self.masquerade_all)
+        applied = None if full else self._applied
+        chains, sets = (await self._existing()) if applied is None else (set(), set())
+        script = render(self.table, desired, applied, chains, sets)
+        self._applied = None
+        await run_nft(["-f", "-"], script)
+        self._applied = desired
+        return desired.rule_count()
+
+    async def cleanup(self) -> None:
+        self._applied = None
+        try:
+            await run_nft(["delete", "table", "ip", self.table])
+        except NftError as err:
+            if "No such file" not in str(err):
+                raise
