@@ -285,3 +285,31 @@ def test_stats(runtime: RuntimeProc, pod: tuple) -> None:
     assert ps.linux.cpu.usage_core_nano_seconds.value > 0
     assert cid in {c.attributes.id for c in ps.linux.containers}
     runtime.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+
+
+def test_devices_apparmor_and_localhost_seccomp(runtime: RuntimeProc, pod: tuple,
+                                               tmp_path: Path) -> None:
+    sid, pcfg = pod
+    cfg = container_config("dev", ["sleep", "1000"])
+    cfg.devices.append(pb.Device(container_path="/dev/myzero", host_path="/dev/zero",
+                                 permissions="rwm"))
+    cid = run_container(runtime, sid, pcfg, cfg)
+    r = exec_sync(runtime, cid, ["sh", "-c", "head -c 4 /dev/myzero | wc -c"])
+    assert r.stdout.decode().strip() == "4"
+    runtime.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+    with pytest.raises(grpc.RpcError) as err:
+        run_container(runtime, sid, pcfg, container_config(
+            "aa", ["true"], sc=pb.LinuxContainerSecurityContext(
+                apparmor=pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault))))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "apparmor" in (err.value.details() or "")
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}))
+    sc = pb.LinuxContainerSecurityContext(seccomp=pb.SecurityProfile(
+        profile_type=pb.SecurityProfile.Localhost, localhost_ref=str(profile)))
+    cid = run_container(runtime, sid, pcfg, container_config("lh", ["sleep", "1000"], sc=sc))
+    r = exec_sync(runtime, cid, ["mkdir", "/tmp/x"])
+    assert r.exit_code != 0 and b"Operation not permitted" in r.stderr
+    assert exec_sync(runtime, cid, ["touch", "/tmp/y"]).exit_code == 0
+    runtime.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))

@@ -69,6 +69,12 @@ def test_version_status_and_runtime_config(runtime: RuntimeProc) -> None:
     assert bridge["bridge"] == runtime.bridge and bridge["ipam"]["ranges"][0][0]["subnet"] \
         == runtime.pod_cidr
     assert str(runtime.root) in bridge["ipam"]["dataDir"]
+    # UpdateRuntimeConfig's pod CIDR rewrites our default conflist
+    for cidr in ("10.42.103.128/25", runtime.pod_cidr):
+        runtime.rt.UpdateRuntimeConfig(pb.UpdateRuntimeConfigRequest(
+            runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr=cidr))))
+        conflist = json.loads((runtime.cni_conf_dir / "10-kubenode.conflist").read_text())
+        assert conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == cidr
 
 
 def test_sandbox_lifecycle_and_idempotence(runtime: RuntimeProc) -> None:

@@ -83,11 +83,12 @@ async def create(*, cid: str, name: str, runc: Runc, paths: ConmonPaths, stdin: 
         # the parent exits once the monitor has daemonized; the pipe stays with the monitor
         if await proc.wait() != 0:
             raise ConmonError(f"conmon exited with status {proc.returncode}")
-        line = await asyncio.wait_for(asyncio.to_thread(_read_line, r), timeout_s)
+        line = await asyncio.wait_for(_read_line(r), timeout_s)
     finally:
         if w >= 0:
             os.close(w)
-        os.close(r)
+        if r >= 0:
+            os.close(r)
     if not line:
         raise ConmonError("conmon exited before reporting the container pid")
     try:
@@ -107,14 +108,16 @@ def _runc_message(text: str) -> str:
     return text or "container create failed"
 
 
-def _read_line(fd: int) -> str:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace").strip()
+async def _read_line(fd: int) -> str:
+    """One line from the sync pipe, read by the event loop (no thread per container)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", buffering=0))
+    try:
+        return (await reader.readline()).decode(errors="replace").strip()
+    finally:
+        transport.close()
 
 
 def reopen_log(bundle: Path) -> None:
