@@ -34,6 +34,7 @@ from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleOptions,
 )
 from kubenode.server.controllers.replicaset import ReplicaSetController
+from kubenode.server.controllers.rootcacertpublisher import RootCACertPublisher
 from kubenode.server.controllers.serviceaccount import ServiceAccountController
 from kubenode.server.controllers.statefulset import StatefulSetController
 from kubenode.server.controllers.ttlafterfinished import TTLAfterFinishedController
@@ -71,6 +72,10 @@ def _csr(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
     return CSRController(api=api, informers=informers, pki_dir=o.pki_dir)
 
 
+def _rootca(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
+    return RootCACertPublisher(api=api, informers=informers, pki_dir=o.pki_dir)
+
+
 CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]] = {
     "endpointslice": _simple(EndpointSliceController),
     "endpoint": _simple(EndpointsController),
@@ -86,6 +91,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "statefulset": _simple(StatefulSetController),
     "csr": _csr,
     "disruption": _simple(DisruptionController),
+    "root-ca-cert-publisher": _rootca,
 }
 
 
