@@ -144,6 +144,9 @@ class FakeApi:
             new["status"] = copy.deepcopy(cur.get("status"))
             if new.get("spec") != cur.get("spec"):
                 new["metadata"]["generation"] = cur["metadata"].get("generation", 1) + 1
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
+            self.remove(res, _key(new))
+            return new
         return self.put(res, new)
 
     async def patch(
@@ -172,8 +175,22 @@ class FakeApi:
     ) -> None:
         self.calls.append(("delete", res.plural, name))
         key = f"{namespace}/{name}" if namespace else name
-        if key not in self.get_informer(res).store:
+        cur = self.get_informer(res).store.get(key)
+        if cur is None:
             raise ApiError(404, "NotFound", "gone")
+        if uid and cur["metadata"].get("uid") != uid:
+            raise ApiError(409, "Conflict", "Precondition failed: UID")
+        finalizers = list(cur["metadata"].get("finalizers") or [])
+        extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(
+            propagation_policy or "")
+        if extra and extra not in finalizers:
+            finalizers.append(extra)
+        if finalizers:
+            new = copy.deepcopy(cur)
+            new["metadata"]["finalizers"] = finalizers
+            new["metadata"].setdefault("deletionTimestamp", "2026-01-01T00:00:00Z")
+            self.put(res, new)
+            return
         self.remove(res, key)
 
     async def raw(self, method: str, path: str, body: Obj | None = None) -> Obj:
