@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from kubenode.runtime.images.auth import Credentials, parse_challenge
 from kubenode.runtime.images.reference import InvalidReference, is_image_id, parse
 from kubenode.runtime.images.registry import RegistryHosts
+from kubenode.runtime.images.service import chain_id
 
 D = "sha256:" + "ab" * 32
 
@@ -65,3 +68,10 @@ def test_challenge_and_credentials() -> None:
     assert (c.username, c.password) == ("user", "p:w")
     with pytest.raises(ValueError, match="base64"):
         Credentials.from_cri(auth="bm9jb2xvbg==")  # "nocolon"
+
+
+def test_chain_id_as_image_spec() -> None:
+    a, b, c = ("sha256:" + hashlib.sha256(x).hexdigest() for x in (b"a", b"b", b"c"))
+    ab = "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    abc = "sha256:" + hashlib.sha256(f"{ab} {c}".encode()).hexdigest()
+    assert chain_id([a]) == a and chain_id([a, b]) == ab and chain_id([a, b, c]) == abc

@@ -214,3 +214,18 @@ def test_snapshots_stack_as_overlayfs_lowerdirs(tmp_path: Path) -> None:
         assert sorted(os.listdir(merged / "d")) == ["new"]
     finally:
         subprocess.run(["umount", str(merged)], check=True)
+
+
+@pytest.mark.root
+def test_image_cannot_set_trusted_overlay_xattrs(tmp_path: Path) -> None:
+    dest = _unpack(tmp_path, make_tar(lambda add: add(
+        "f", data=b"x", pax={"SCHILY.xattr.trusted.overlay.redirect": "/etc",
+                             "SCHILY.xattr.user.ok": "1"})))
+    assert os.listxattr(dest / "f") == ["user.ok"]
+
+
+def test_unpack_failure_names_the_entry(tmp_path: Path) -> None:
+    long_name = "d/" + "x" * 300
+    with pytest.raises(unpack.UnpackError, match=f"entry '{long_name}'"):
+        _unpack(tmp_path, make_tar(lambda add: add(long_name, data=b"x")))
+    assert not (tmp_path / "snap").exists()

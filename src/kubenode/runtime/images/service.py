@@ -9,6 +9,7 @@ content), INTERNAL otherwise. RemoveImage of an image a container uses is refuse
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import time
@@ -40,7 +41,10 @@ def _status_of(err: Exception) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(err, InvalidReference | ValueError):
         return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(err, oci.DigestMismatch | unpack.UnsafeLayer | ImageFormatError | LookupError):
+    if isinstance(err, unpack.UnpackError) and isinstance(err.__cause__, OSError) and \
+            err.__cause__.errno == errno.ENOSPC:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(err, oci.DigestMismatch | unpack.UnpackError | ImageFormatError | LookupError):
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 
@@ -64,6 +68,14 @@ def image_to_cri(img: Image, *, pinned: frozenset[str] = frozenset()) -> pb.Imag
     if uid is not None:
         out.uid.value = uid
     return out
+
+
+def chain_id(diff_ids: list[str]) -> str:
+    """OCI ChainID of the layer stack (image-spec config.md)."""
+    chain = ""
+    for d in diff_ids:
+        chain = d if not chain else oci.sha256_digest(f"{chain} {d}".encode())
+    return chain
 
 
 class ImageServicer(pb_grpc.ImageServiceServicer):
@@ -109,8 +121,9 @@ class ImageServicer(pb_grpc.ImageServiceServicer):
             return pb.ImageStatusResponse()
         resp = pb.ImageStatusResponse(image=image_to_cri(img, pinned=self._pinned))
         if request.verbose:
-            info = {"imageSpec": img.image_config, "chainID": img.diff_ids[-1:] and
-                    img.diff_ids[-1], "snapshots": [str(p) for p in img.layer_dirs],
+            info = {"imageSpec": img.image_config, "chainID": chain_id(img.diff_ids),
+                    "snapshotter": "kubenode",
+                    "snapshots": [str(p) for p in img.layer_dirs],
                     "manifestDigest": img.manifest_digest}
             resp.info["info"] = json.dumps(info)
         return resp

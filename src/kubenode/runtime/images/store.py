@@ -114,7 +114,7 @@ class ImageStore:
                         raise oci.DigestMismatch(f"{blob} unpacks to {res.diff_id}")
                     os.replace(tmp, final)
                     log.info("re-unpacked missing snapshot image=%s layer=%s", image_id, blob)
-                except (OSError, unpack.UnsafeLayer, oci.DigestMismatch) as err:
+                except (OSError, unpack.UnpackError, oci.DigestMismatch) as err:
                     log.warning("dropping image with missing content id=%s tags=%s err=%s",
                                 image_id, r["repo_tags"], err)
                     dropped.append(image_id)

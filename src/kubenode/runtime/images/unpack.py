@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+log = logging.getLogger(__name__)
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -36,7 +38,11 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-class UnsafeLayer(Exception):
+class UnpackError(Exception):
+    """The layer could not be unpacked (message names the entry); nothing was kept."""
+
+
+class UnsafeLayer(UnpackError):
     """The layer holds an entry that would escape or abuse the snapshot; nothing was kept."""
 
 
@@ -101,8 +107,12 @@ def _components(name: str, *, what: str) -> list[str]:
 
 
 class _Unpacker:
-    def __init__(self, root: Path, *, allow_devices: bool, chown: bool) -> None:
+    def __init__(self, root: Path, *, allow_devices: bool, chown: bool, max_size: int,
+                 label: str) -> None:
         self.root = root
+        self.max_size = max_size
+        self.label = label
+        self.written = 0  # file bytes written (sparse entries expand: count what lands)
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         self.allow_devices = allow_devices
         self.chown = chown
@@ -164,8 +174,15 @@ class _Unpacker:
 
     def _xattrs(self, m: tarfile.TarInfo, fd: int) -> None:
         for key, value in m.pax_headers.items():
-            if key.startswith(_XATTR_PAX):
-                os.setxattr(fd, key[len(_XATTR_PAX):], value.encode("utf-8", "surrogateescape"))
+            if not key.startswith(_XATTR_PAX):
+                continue
+            name = key[len(_XATTR_PAX):]
+            if name.startswith("trusted."):
+                # trusted.overlay.* would steer overlayfs (opaque, redirect, metacopy): only
+                # whiteout conversion may set those, never the image
+                log.warning("ignoring xattr %s on layer entry %r", name, m.name)
+                continue
+            os.setxattr(fd, name, value.encode("utf-8", "surrogateescape"))
 
     def entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         parts = _components(m.name, what="entry")
@@ -221,6 +238,11 @@ class _Unpacker:
             src = tar.extractfile(m)
             if src is not None:
                 while chunk := src.read(1 << 20):
+                    self.written += len(chunk)
+                    if self.written > self.max_size:
+                        raise LayerTooLarge(f"layer {self.label} unpacks to more than "
+                                            f"{self.max_size} bytes (max layer size) at entry "
+                                            f"{m.name!r}")
                     _write_all(fd, chunk)
             if self.chown:
                 os.fchown(fd, m.uid, m.gid)
@@ -276,14 +298,19 @@ def unpack_layer(blob: Path, dest: Path, *, max_size: int, allow_devices: bool =
     dest.mkdir(mode=0o755)
     label = name or blob.name
     try:
-        unpacker = _Unpacker(dest, allow_devices=allow_devices, chown=os.geteuid() == 0)
+        unpacker = _Unpacker(dest, allow_devices=allow_devices, chown=os.geteuid() == 0,
+                             max_size=max_size, label=label)
         try:
             with _decompressed(blob) as stream:
                 reader = _CountingReader(stream, limit=max_size, name=label)
                 try:
                     with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
                         for member in tar:
-                            unpacker.entry(tar, member)
+                            try:
+                                unpacker.entry(tar, member)
+                            except OSError as err:
+                                raise UnpackError(f"layer {label}: entry {member.name!r}: "
+                                                  f"{err.strerror or err}") from err
                 except tarfile.TarError as err:
                     raise UnsafeLayer(f"layer {label} is not a valid tar archive: {err}") from None
                 reader.drain()
