@@ -9,6 +9,7 @@ from typing import Any
 
 from kubenode.server.controllers.api import DAEMON_SETS, JOBS, NODES, PODS
 from kubenode.server.controllers.daemonset import DaemonSetController
+from kubenode.server.controllers.garbagecollector import GarbageCollector
 from kubenode.server.controllers.job import JobController, format_indexes
 from kubenode.server.controllers.ttlafterfinished import TTLAfterFinishedController
 from tests.controllers.fake import FakeApi, FakeInformers
@@ -47,6 +48,7 @@ async def test_job_completes_with_parallelism_and_ttl() -> None:
         for c in (
             JobController(api=api, informers=inf),
             TTLAfterFinishedController(api=api, informers=inf),
+            GarbageCollector(api=api, informers=inf),
         )
     ]
     api.put(
@@ -67,8 +69,9 @@ async def test_job_completes_with_parallelism_and_ttl() -> None:
     finish_pods(api)
     await until(lambda: len(inf.get(PODS).list()) == 3)
     finish_pods(api)
-    # complete, then deleted by the TTL controller (ttl 0)
+    # complete, then deleted by the TTL controller (ttl 0) in foreground: pods first
     await until(lambda: inf.get(JOBS).get("default/j") is None)
+    assert not inf.get(PODS).list()
     stop.set()
     await asyncio.gather(*tasks)
 
