@@ -363,3 +363,23 @@ async def test_refused_image_leaves_nothing(tmp_path: Path, registry: RegistryFa
     assert list(store.blobs.iterdir()) == []
     assert list(store.ingest_dir.iterdir()) == []
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "node/escaped").exists()
+
+
+async def test_identity_token_refresh_grant(tmp_path: Path, registry: RegistryFactory,
+                                            busybox_layout: BuiltLayout,
+                                            client: RegistryClient) -> None:
+    """AuthConfig.identity_token: exchanged at the token server (OAuth2 refresh grant)."""
+    reg = registry(auth="token", users={"dave": "pw"})
+    ref = f"{reg.host}/team/busybox:latest"
+    await push_layout(busybox_layout.path, ref, creds=Credentials(username="dave",
+                                                                   password="pw"))
+    assert reg.token_server is not None
+    refresh = secrets.token_hex(16)
+    reg.token_server.refresh_tokens[refresh] = "dave"
+    with pytest.raises(reg_mod.Unauthenticated, match="refused the credentials"):
+        await pull_image(store=_store(tmp_path / "a"), client=client, image=ref,
+                         creds=Credentials(identity_token="not-" + refresh))
+    img = await pull_image(store=_store(tmp_path / "b"), client=client, image=ref,
+                           creds=Credentials(identity_token=refresh))
+    assert img.id == _config_digest(busybox_layout)
+    assert reg.token_server.issued[-1] == "dave"

@@ -112,7 +112,7 @@ class ImageStore:
                     if res.diff_id != diff_id:
                         unpack.remove_tree(tmp)
                         raise oci.DigestMismatch(f"{blob} unpacks to {res.diff_id}")
-                    os.replace(tmp, final)
+                    _move_into_place(tmp, final)
                     log.info("re-unpacked missing snapshot image=%s layer=%s", image_id, blob)
                 except (OSError, unpack.UnpackError, oci.DigestMismatch) as err:
                     log.warning("dropping image with missing content id=%s tags=%s err=%s",
@@ -355,7 +355,7 @@ class ImageStore:
                 raise oci.DigestMismatch(
                     f"layer {blob_digest} unpacks to {result.diff_id}, but the image config "
                     f"says {diff_id} (not kept)")
-            os.replace(tmp, final)
+            _move_into_place(tmp, final)
             return final
 
         return await self._once(f"snapshot:{diff_id}", work)
@@ -373,6 +373,17 @@ class ImageStore:
                         seen.add(key)
                         used += st.st_blocks * 512
         return used, len(seen)
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename an unpacked snapshot into place; if another process (e.g. `kubenode image
+    import` next to a running runtime) got there first, keep theirs."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        unpack.remove_tree(tmp)
 
 
 def _owned(r: dict[str, Any]) -> tuple[set[str], set[str]]:
