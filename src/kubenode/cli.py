@@ -55,6 +55,19 @@ def _kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=10250)
     p.add_argument("--healthz-port", type=int, default=10248)
     p.add_argument("--pod-logs-dir", default="/var/log/pods")
+    p.add_argument("--cgroup-root", default="")
+    p.add_argument("--cluster-dns", default="", help="comma-separated DNS server IPs")
+    p.add_argument("--cluster-domain", default="")
+    p.add_argument("--node-ip", default="")
+    p.add_argument("--node-labels", default="", help="key=value,... added at registration")
+    p.add_argument("--resolv-conf", default="")
+    p.add_argument("--max-pods", type=int, default=0)
+    p.add_argument("--kube-reserved", default="", help="cpu=100m,memory=100Mi,...")
+    p.add_argument("--system-reserved", default="")
+    p.add_argument("--pod-infra-container-image", dest="pod_infra_image", default="")
+    p.add_argument("--provider-id", default="")
+    p.add_argument("--file-check-frequency", type=float, default=0.0)
+    p.add_argument("--node-status-update-frequency", type=float, default=0.0)
 
 
 def _proxy_flags(p: argparse.ArgumentParser) -> None:

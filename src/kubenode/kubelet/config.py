@@ -173,6 +173,9 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
             k, _, v = kv.partition("=")
             if k:
                 cfg.node_labels[k] = v
+    for attr in ("file_check_frequency", "node_status_update_frequency"):
+        if getattr(args, attr, None):
+            setattr(cfg, attr, float(getattr(args, attr)))
     if getattr(args, "resolv_conf", None):
         cfg.resolv_conf = Path(args.resolv_conf)
     if getattr(args, "max_pods", None):

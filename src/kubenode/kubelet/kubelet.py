@@ -39,10 +39,12 @@ from kubenode.kubelet.kuberuntime.config import RuntimeManagerConfig
 from kubenode.kubelet.kuberuntime.envvars import NoObjects, ObjectSource
 from kubenode.kubelet.kuberuntime.manager import KubeGenericRuntimeManager
 from kubenode.kubelet.kuberuntime.qos import pod_cgroup_parent, qos_class
+from kubenode.kubelet.mirror import MirrorClient
 from kubenode.kubelet.pleg import GenericPLEG
 from kubenode.kubelet.podstatus import ProbeView, generate_api_pod_status, rfc3339
 from kubenode.kubelet.podworkers import PodWorkers, UpdatePodOptions, UpdateType
 from kubenode.kubelet.prober.manager import ProbeManager
+from kubenode.kubelet.sources.file import is_static_pod
 from kubenode.kubelet.status import PodStatusWriter, StatusManager
 from kubenode.kubelet.volumes.manager import TokenSource, VolumeError, VolumeManager
 
@@ -64,6 +66,9 @@ class Kubelet:
     tokens: TokenSource | None = None
     runtime_name: str = "containerd"
     host_ips: list[str] = field(default_factory=list)
+    mirror: MirrorClient | None = None
+    mirror_pods: Callable[[], dict[str, dict[str, Any]]] = dict
+    expected_sources: set[str] = field(default_factory=set)
 
     recorder: Recorder = field(init=False)
     runtime_manager: KubeGenericRuntimeManager = field(init=False)
@@ -77,6 +82,9 @@ class Kubelet:
     reasons: dict[PodUID, dict[str, tuple[str, str]]] = field(default_factory=dict)
     runtime_status: dict[PodUID, PodStatus] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    runtime_errors: list[str] = field(default_factory=list)
+    runtime_version: str = ""
+    images_cache: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -194,6 +202,10 @@ class Kubelet:
             self.status_manager.set_pod_status(pod, api_status)
             return True
         self.status_manager.set_pod_status(pod, api_status)
+        if self.mirror is not None and is_static_pod(pod):
+            m = pod["metadata"]
+            await self.mirror.sync(pod, self.mirror_pods().get(
+                f"{m.get('namespace', 'default')}/{m['name']}"))
         self.probe_manager.add_pod(pod)
         try:
             volumes = await self.volume_manager.mount_pod_volumes(pod, pod_ips=st.ips)
@@ -243,6 +255,14 @@ class Kubelet:
     # ---- loops -----------------------------------------------------------------
 
     async def housekeeping(self) -> None:
+        if not self.expected_sources <= set(self.sources):
+            return  # do not call anything an orphan before every source has spoken
+        if self.mirror is not None:
+            static = {f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
+                      for p in self.pods.values() if is_static_pod(p)}
+            for key, mp in self.mirror_pods().items():
+                if key not in static:
+                    await self.mirror.delete(mp)
         try:
             runtime_pods = await self.runtime_manager.list_pod_uids()
         except CRIError as e:
@@ -287,12 +307,50 @@ class Kubelet:
             except Exception:
                 log.exception("housekeeping failed")
 
+    def node_errors(self) -> list[str]:
+        errs = list(self.runtime_errors)
+        ok, msg = self.pleg.healthy()
+        if not ok:
+            errs.append(f"PLEG is not healthy: {msg}")
+        return errs
+
+    async def update_runtime_state(self) -> None:
+        """Upstream updateRuntimeUp: CRI Status -> the node's Ready reasons; images."""
+        errs: list[str] = []
+        try:
+            st = await self.runtime.status()
+            conds = {c.type: c for c in st.conditions}
+            rt = conds.get("RuntimeReady")
+            if rt is None or not rt.status:
+                errs.append("container runtime status check may not have completed yet" if
+                            rt is None else
+                            f"container runtime not ready: RuntimeReady=false "
+                            f"reason:{rt.reason} message:{rt.message}")
+            net = conds.get("NetworkReady")
+            if net is not None and not net.status:
+                errs.append(f"container runtime network not ready: NetworkReady=false "
+                            f"reason:{net.reason} message:{net.message}")
+            imgs = await self.images.list_images()
+            self.images_cache = sorted(
+                ({"names": [*i.repo_digests, *i.repo_tags], "sizeBytes": int(i.size)}
+                 for i in imgs), key=lambda i: -int(i["sizeBytes"]))
+        except CRIError as e:
+            errs.append(f"container runtime is down: {e}")
+        self.runtime_errors = errs
+
+    async def _runtime_state_loop(self) -> None:
+        while True:
+            await self.update_runtime_state()
+            await asyncio.sleep(5)
+
     async def run(self) -> None:
         self.config.root_dir.mkdir(parents=True, exist_ok=True)
         (self.config.root_dir / "pods").mkdir(exist_ok=True)
         self.config.pod_logs_dir.mkdir(parents=True, exist_ok=True)
         v = await self.runtime.version()
         self.runtime_name = v.runtime_name or self.runtime_name
+        self.runtime_version = f"{v.runtime_name}://{v.runtime_version}"
+        await self.update_runtime_state()
         log.info("runtime connected name=%s version=%s", v.runtime_name, v.runtime_version)
         try:
             async with asyncio.TaskGroup() as tg:
@@ -302,6 +360,7 @@ class Kubelet:
                 tg.create_task(self.status_manager.run(), name="status-manager")
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
                 tg.create_task(self.recorder.run(), name="events")
+                tg.create_task(self._runtime_state_loop(), name="runtime-state")
                 self.ready.set()
         finally:
             with contextlib.suppress(Exception):

@@ -47,6 +47,7 @@ class _Entry:
     status: dict[str, Any]
     version: int = 0
     synced_version: int = -1
+    precondition_uid: str = ""
     delete_requested: bool = False
     deleted: bool = False
 
@@ -70,8 +71,10 @@ class StatusManager:
         old = e.status if e is not None else (pod.get("status") or {})
         merged = self._merge(old, status)
         if e is None:
+            static = (meta.get("annotations") or {}).get(
+                "kubernetes.io/config.source") == "file"
             e = _Entry(namespace=meta.get("namespace", "default"), name=meta["name"],
-                       status=merged, version=1)
+                       status=merged, version=1, precondition_uid="" if static else uid)
             self.statuses[uid] = e
             self._dirty.set()
             return
@@ -128,7 +131,8 @@ class StatusManager:
             if e.synced_version != e.version:
                 version = e.version
                 try:
-                    got = await self.writer.patch_pod_status(e.namespace, e.name, uid,
+                    got = await self.writer.patch_pod_status(e.namespace, e.name,
+                                                             e.precondition_uid,
                                                              copy.deepcopy(e.status))
                 except Exception as err:
                     log.warning("status patch failed pod=%s/%s err=%s", e.namespace, e.name,
@@ -140,7 +144,7 @@ class StatusManager:
                     continue
             if e.delete_requested and not e.deleted and e.synced_version == e.version:
                 try:
-                    await self.writer.delete_pod(e.namespace, e.name, uid)
+                    await self.writer.delete_pod(e.namespace, e.name, e.precondition_uid)
                     e.deleted = True
                     log.info("pod deletion confirmed pod=%s/%s uid=%s", e.namespace, e.name,
                              uid)

@@ -1,0 +1,147 @@
+"""`kubenode kubelet`: build a Kubelet from flags + KubeletConfiguration and run it.
+
+Startup order (each waits for the previous one's readiness): CRI connection -> Kubelet
+loops -> node registration -> node status + lease loops -> pod sources (API informer,
+static pod directory) -> kubelet API server. SIGTERM/SIGINT cancel everything; shutdown
+runs in reverse. Running containers are left alone (a restarted kubelet adopts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeService
+from kubenode.kubelet.config import KubeletConfig, from_args
+from kubenode.kubelet.kubelet import Kubelet
+from kubenode.kubelet.sources import SOURCE_API, SOURCE_FILE
+
+log = logging.getLogger(__name__)
+
+
+async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None) -> None:
+    from kubenode.client.api import ApiClient
+    from kubenode.kubelet import nodestatus as ns
+    from kubenode.kubelet.apiside import ApiSide
+    from kubenode.kubelet.mirror import MirrorClient
+    from kubenode.kubelet.nodelease import NodeLeaseController
+    from kubenode.kubelet.sources.apiserver import ApiserverSource
+    from kubenode.kubelet.sources.file import FileSource
+
+    now = time.time
+    conn = Connection(endpoint=cfg.container_runtime_endpoint)
+    api = ApiClient.from_kubeconfig(str(cfg.kubeconfig)) if cfg.kubeconfig else None
+    side = ApiSide(client=api) if api is not None else None
+    node_ip = cfg.node_ip or ns.default_node_ip()
+    status_mgr: ns.NodeStatusManager | None = None
+
+    def node_uid() -> str | None:
+        if status_mgr is None or status_mgr.node is None:
+            return None
+        uid = status_mgr.node["metadata"].get("uid")
+        return str(uid) if uid else None
+
+    kubelet = Kubelet(config=cfg, runtime=RemoteRuntimeService(conn=conn),
+                      images=RemoteImageService(conn=conn), now=now, host_ips=[node_ip],
+                      **({"objects": side, "status_writer": side, "tokens": side}
+                         if side is not None else {}))
+    if side is not None:
+        kubelet.recorder.sink = side.post_event
+    expected = set()
+    if api is not None:
+        expected.add(SOURCE_API)
+    if cfg.pod_manifest_path is not None:
+        expected.add(SOURCE_FILE)
+    kubelet.expected_sources = expected
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(kubelet.run(), name="kubelet")
+            await kubelet.ready.wait()
+            if api is not None:
+                from kubenode.kubelet.cm import node_capacity
+                status_mgr = ns.NodeStatusManager(
+                    client=api, node_name=cfg.node_name, now=now,
+                    labels=ns.node_labels(cfg.node_name, cfg.node_labels),
+                    pod_cidr=cfg.pod_cidr, provider_id=cfg.provider_id,
+                    update_frequency=cfg.node_status_update_frequency,
+                    report_frequency=cfg.node_status_report_frequency,
+                    setters=[
+                        ns.node_addresses(node_ip=node_ip, hostname=cfg.node_name),
+                        ns.machine_info(capacity=node_capacity(cfg.root_dir),
+                                        reserved=cfg.reserved(), max_pods=cfg.max_pods),
+                        ns.node_info(runtime_version=kubelet.runtime_version),
+                        ns.daemon_endpoints(port=cfg.port),
+                        ns.images(lambda: kubelet.images_cache),
+                        ns.pressure_conditions(),
+                        ns.ready_condition(kubelet.node_errors),
+                    ])
+                tg.create_task(status_mgr.run(), name="node-status")
+                await status_mgr.registered.wait()
+                lease = NodeLeaseController(client=api, node_name=cfg.node_name, now=now,
+                                            duration_seconds=cfg.node_lease_duration_seconds,
+                                            node_uid=node_uid)
+                tg.create_task(lease.run(), name="node-lease")
+                source = ApiserverSource(client=api, node_name=cfg.node_name,
+                                         update=kubelet.update_source)
+                kubelet.mirror = MirrorClient(client=api, node_name=cfg.node_name,
+                                              node_uid=node_uid)
+                kubelet.mirror_pods = lambda: source.mirrors
+                tg.create_task(source.run(), name="source-api")
+            if cfg.pod_manifest_path is not None:
+                fsrc = FileSource(path=cfg.pod_manifest_path, node_name=cfg.node_name,
+                                  update=kubelet.update_source, now=now,
+                                  period=cfg.file_check_frequency)
+                tg.create_task(fsrc.run(), name="source-file")
+            server = await _start_server(cfg, kubelet, node_ip)
+            try:
+                if ready is not None:
+                    ready.set()
+                await asyncio.Event().wait()
+            finally:
+                if server is not None:
+                    with contextlib.suppress(Exception):
+                        await server.stop()
+    finally:
+        if api is not None:
+            await api.close()
+        await conn.close()
+
+
+async def _start_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> Any:
+    """The kubelet API (:10250) and healthz (:10248); None if it cannot start."""
+    if cfg.port < 0:
+        return None
+    try:
+        from kubenode.kubelet.providers import build_server
+    except ImportError:
+        return None
+    try:
+        server = build_server(cfg, kubelet, node_ip)
+        await server.start()
+        return server
+    except Exception:
+        log.exception("kubelet server failed to start")
+        return None
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = from_args(args)
+    return run_main(cfg)
+
+
+def run_main(cfg: KubeletConfig) -> int:
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
+        with contextlib.suppress(asyncio.CancelledError):
+            await run_kubelet(cfg)
+
+    asyncio.run(runner())
+    return 0
