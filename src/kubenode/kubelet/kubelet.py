@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kubenode.cri.client import CRIError, ImageManagerService, RuntimeService
@@ -249,6 +251,8 @@ class Kubelet:
             st = await self._status(pod)
             await self.runtime_manager.remove_pod(st)
             self.volume_manager.remove_pod_dir(uid)
+            m = pod["metadata"]
+            _rmtree(self.config.pod_logs_dir / f"{m.get('namespace', 'default')}_{m['name']}_{uid}")
             if uid in self.pods or pod["metadata"].get("deletionTimestamp"):
                 self.status_manager.request_delete(uid)
 
@@ -367,6 +371,10 @@ class Kubelet:
                 await self.probe_manager.stop()
             with contextlib.suppress(Exception):
                 await self.pod_workers.stop()
+
+
+def _rmtree(p: Path) -> None:
+    shutil.rmtree(p, ignore_errors=True)
 
 
 def _parse_time(s: str) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeService
 from kubenode.kubelet.config import KubeletConfig, from_args
 from kubenode.kubelet.kubelet import Kubelet
+from kubenode.kubelet.kuberuntime.envvars import NoObjects
 from kubenode.kubelet.sources import SOURCE_API, SOURCE_FILE
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
 
     kubelet = Kubelet(config=cfg, runtime=RemoteRuntimeService(conn=conn),
                       images=RemoteImageService(conn=conn), now=now, host_ips=[node_ip],
-                      **({"objects": side, "status_writer": side, "tokens": side}
-                         if side is not None else {}))
+                      objects=side if side is not None else NoObjects(),
+                      status_writer=side, tokens=side)
     if side is not None:
         kubelet.recorder.sink = side.post_event
     expected = set()

@@ -44,7 +44,7 @@ def apply_pod_defaults(pod: dict[str, Any]) -> dict[str, Any]:
 def static_pod(doc: dict[str, Any], *, source: str, node_name: str,
                now: float) -> dict[str, Any]:
     raw = yaml.safe_dump(doc, sort_keys=True).encode()
-    digest = hashlib.md5(node_name.encode() + source.encode() + raw).hexdigest()  # noqa: S324
+    digest = hashlib.md5(node_name.encode() + source.encode() + raw).hexdigest()
     uid = f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
     pod = apply_pod_defaults(dict(doc))
     meta = dict(pod.get("metadata") or {})

@@ -1,0 +1,54 @@
+"""`kubenode agent`: the node's agents in one process, kubelet and (once it exists)
+kube-proxy, each under the same TaskGroup; SIGTERM/SIGINT stop both."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from kubenode.kubelet.config import from_args
+from kubenode.kubelet.main import run_kubelet
+
+log = logging.getLogger(__name__)
+
+
+def _proxy_runner(args: argparse.Namespace,
+                  ) -> Callable[[], Coroutine[Any, Any, Any]] | None:
+    """kube-proxy's async entry `kubenode.proxy.main:run_proxy(args)`, if it is there."""
+    try:
+        mod = importlib.import_module("kubenode.proxy.main")
+    except ModuleNotFoundError:
+        return None
+    run = getattr(mod, "run_proxy", None)
+    if run is None:
+        return None
+    return lambda: run(args)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = from_args(args)
+    if not getattr(args, "hostname_override", None):
+        args.hostname_override = cfg.node_name
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel if task else (lambda: None))
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(run_kubelet(cfg), name="kubelet")
+                proxy = _proxy_runner(args)
+                if proxy is not None and args.kubeconfig:
+                    tg.create_task(proxy(), name="kube-proxy")
+                else:
+                    log.info("kube-proxy not started (no kubeconfig or not available)")
+
+    asyncio.run(runner())
+    return 0
