@@ -85,6 +85,12 @@ async def test_cli_push_then_pull_by_tag_and_digest(
         found = await store.get(key)
         assert found is not None and found.id == img.id, key
     assert await store.get(f"{reg.host}/library/busybox:2.0") is None
+    # by digest and already present: served locally, even with the registry gone
+    reg.stop_process()
+    again = await pull_image(store=store, client=client, image=img.repo_digests[0])
+    assert again.id == img.id
+    reg.launch()
+    reg.wait_ready()
     # pushing again skips existing blobs (HEAD) and only re-puts the manifest
     uploads = reg.requests("POST", "/blobs/uploads/")
     await push_layout(busybox_layout.path, ref)

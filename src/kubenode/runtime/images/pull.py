@@ -50,6 +50,14 @@ async def pull_image(*, store: ImageStore, client: RegistryClient, image: str,
                      creds: Credentials | None = None) -> Image:
     """Pull `image` into the store; concurrent pulls of one reference share the work."""
     ref = parse(image)
+    if ref.digest is not None:
+        present = await store.get(str(ref.with_digest(ref.digest)))
+        if present is not None:  # content-addressed and already here: nothing to fetch
+            if ref.tag is not None and str(ref.with_tag(ref.tag)) not in present.repo_tags:
+                present.repo_tags = [str(ref.with_tag(ref.tag))]
+                present.repo_digests = []
+                present = await store.add(present)
+            return present
 
     async def work() -> Image:
         return await _pull(store=store, client=client, ref=ref, creds=creds)
