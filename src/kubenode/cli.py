@@ -77,6 +77,17 @@ def _proxy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10249")
     p.add_argument("--proxy-config", dest="proxy_config",
                    help="a KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1)")
+    p.add_argument("--cluster-cidr", help="pod CIDR; traffic from outside it is masqueraded")
+    p.add_argument("--proxy-service-cidr", dest="service_cidrs",
+                   help="service CIDRs (comma-separated); unallocated addresses are dropped")
+    p.add_argument("--masquerade-all", action="store_true", default=None)
+    p.add_argument("--iptables-sync-period", dest="sync_period",
+                   help="a duration, e.g. 30s")
+    p.add_argument("--iptables-min-sync-period", dest="min_sync_period",
+                   help="a duration, e.g. 1s")
+    p.add_argument("--nft-table", dest="nft_table", help="nftables table name (kubenode)")
+    p.add_argument("--iptables-chain-prefix", dest="iptables_chain_prefix",
+                   help="iptables chain prefix (KUBE)")
 
 
 def build_parser() -> argparse.ArgumentParser:

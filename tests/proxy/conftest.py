@@ -20,7 +20,7 @@ from kubenode.proxy.proxier import Backend, Proxier
 from .netenv import CLUSTER_CIDR, SERVICE_CIDR, NetEnv
 
 NODE = "node-a"
-BACKENDS = ["nftables"]
+BACKENDS = ["nftables", "iptables"]
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +52,9 @@ def make_backend(kind: str, tag: str) -> Backend:
 class Harness:
     """Feeds Service/EndpointSlice dicts through the real tracker + sync path."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, tag: str | None = None) -> None:
         self.kind = kind
-        self.tag = secrets.token_hex(3)
+        self.tag = tag or secrets.token_hex(3)
         self.backend = make_backend(kind, self.tag)
         self.service_health = ServiceHealthServer(bind_host="127.0.0.1")
         self.health = ProxierHealth(now=time.time)

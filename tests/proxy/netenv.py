@@ -63,6 +63,7 @@ class NetEnv:
         self.root = root
         self.tag = secrets.token_hex(3)
         self.bridge = f"kp{self.tag}"
+        self.dummy = f"kpd{self.tag}"
         self.pods: dict[str, Pod] = {}
         self._n = 0
 
@@ -72,9 +73,11 @@ class NetEnv:
         sh("ip", "addr", "add", f"{OFF_GW}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         # host -> VIP: the route lookup happens before nat OUTPUT rewrites the address and
-        # the OUTPUT hook keeps that first device; route the VIP the host test uses to the
-        # bridge so it does not point at the uplink (where the nft guard drops it)
-        sh("ip", "route", "add", f"{HOST_VIP}/32", "dev", self.bridge, "src", GW)
+        # the OUTPUT hook keeps that first device; route the test's service range to a
+        # tun device nobody reads so it never points at the uplink (where the nft guard drops it)
+        sh("ip", "tuntap", "add", self.dummy, "mode", "tun")
+        sh("ip", "link", "set", self.dummy, "up")
+        sh("ip", "route", "add", SERVICE_CIDR, "dev", self.dummy, "src", GW)
         Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/send_redirects").write_text("0")
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
@@ -137,3 +140,4 @@ class NetEnv:
                 p.wait()
             sh("ip", "netns", "del", pod.ns, check=False)
         sh("ip", "link", "del", self.bridge, check=False)
+        sh("ip", "link", "del", self.dummy, check=False)

@@ -220,6 +220,8 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
     for name, decl in MAPS.items():
         out.append(f"add map {t} {name} {{ {decl} }}")
     for name in desired.chains:
+        if not full and name in applied.chains:  # type: ignore[union-attr]
+            continue
         hook = BASE_CHAINS.get(name)
         out.append(f"add chain {t} {name}" + (f" {{ {hook} }}" if hook else ""))
 
@@ -291,6 +293,7 @@ class NftablesBackend:
         self.service_cidrs = list(service_cidrs or [])
         self.masquerade_all = masquerade_all
         self._applied: Ruleset | None = None
+        self.last_script = ""
 
     async def _existing(self) -> tuple[set[str], set[str]]:
         try:
@@ -315,6 +318,7 @@ class NftablesBackend:
         chains, sets = (await self._existing()) if applied is None else (set(), set())
         script = render(self.table, desired, applied, chains, sets)
         self._applied = None
+        self.last_script = script
         await run_nft(["-f", "-"], script)
         self._applied = desired
         return desired.rule_count()

@@ -99,6 +99,7 @@ class Proxier:
         self.need_full_sync = True
         self._last_full = float("-inf")
         self.syncs = 0
+        self.first_sync = asyncio.Event()
         self.last_rule_count = 0
         self.runner = SyncRunner(self.sync, min_interval=min_sync_period,
                                  max_interval=sync_period, monotonic=monotonic)
@@ -208,6 +209,7 @@ class Proxier:
             sum(1 for v in views if v.info.external_policy_local and v.any_endpoints
                 and not v.external))
         self.health.updated()
+        self.first_sync.set()
         log.debug("synced proxy rules backend=%s full=%s rules=%d elapsed=%.3fs",
                   self.backend.name, full, self.last_rule_count, elapsed)
 

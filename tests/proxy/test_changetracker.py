@@ -1,0 +1,135 @@
+"""Change trackers, Service/EndpointSlice parsing, endpoint selection, config and the
+debounced runner: no kernel involved."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+
+import pytest
+
+from kubenode.proxy.changetracker import EndpointsChangeTracker, ServiceChangeTracker
+from kubenode.proxy.config import ConfigError, ProxyConfig, parse_duration
+from kubenode.proxy.proxier import SyncRunner
+from kubenode.proxy.topology import build_views
+from kubenode.proxy.types import ServicePortName, service_ports
+
+from .conftest import ep, eps, svc
+
+
+def test_service_parsing_defaults() -> None:
+    s = svc("web", "10.43.0.5", {"port": 53, "protocol": "UDP"}, {"name": "x", "port": 80},
+            type="LoadBalancer", sessionAffinity="ClientIP", externalTrafficPolicy="Local",
+            externalIPs=["1.2.3.4", "fe80::1"])
+    s["spec"]["ports"][1]["nodePort"] = 30001
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "5.6.7.8"}, {"hostname": "lb"}]}}
+    ports = service_ports(s)
+    udp = ports[ServicePortName("default", "web", "", "UDP")]
+    tcp = ports[ServicePortName("default", "web", "x", "TCP")]
+    assert udp.session_affinity_timeout == 10800
+    assert udp.external_ips == ("1.2.3.4",) and udp.load_balancer_ips == ("5.6.7.8",)
+    assert tcp.node_port == 30001 and tcp.external_policy_local
+    assert service_ports(svc("h", "None")) == {}
+    assert service_ports({"metadata": {"name": "e"}, "spec": {"type": "ExternalName"}}) == {}
+
+
+def test_service_tracker_drops_noop_changes() -> None:
+    t = ServiceChangeTracker()
+    a = svc("a", "10.43.0.1")
+    assert t.update(None, a)
+    assert not t.update(a, None)  # added then deleted before a sync: nothing pending
+    m: dict = {}  # type: ignore[type-arg]
+    assert t.update(None, a)
+    t.apply(m)
+    b = copy.deepcopy(a)
+    b["metadata"]["resourceVersion"] = "2"
+    b["metadata"]["annotations"] = {"x": "y"}  # irrelevant to the proxy
+    assert not t.update(a, b)
+    c = svc("a", "10.43.0.1", {"name": "dns", "port": 53, "protocol": "UDP"})
+    assert t.update(b, c)
+    assert not t.update(c, a)  # back to what was applied: dropped
+    assert t.update(a, c)
+    result = t.apply(m)
+    assert result.updated == {"default/a"}
+    d = svc("a", "10.43.0.2", {"name": "dns", "port": 53, "protocol": "UDP"})
+    t.update(c, d)
+    assert t.apply(m).deleted_udp_cluster_ips == {"10.43.0.1"}
+
+
+def test_endpoints_tracker_merges_slices_and_reports_stale_udp() -> None:
+    t = EndpointsChangeTracker()
+    port = {"name": "dns", "port": 5353, "protocol": "UDP"}
+    s1 = eps("d", [ep("10.42.0.1")], port, name="d-1")
+    s2 = eps("d", [ep("10.42.0.2"), ep("10.42.0.1", ready=False)], port, name="d-2")
+    assert t.update(s1)
+    assert t.update(s2)
+    m: dict = {}  # type: ignore[type-arg]
+    r = t.apply(m)
+    spn = ServicePortName("default", "d", "dns", "UDP")
+    assert [e.ip for e in m[spn]] == ["10.42.0.1", "10.42.0.2"]
+    assert m[spn][0].ready  # the ready copy wins over the not-ready duplicate
+    assert r.stale_service_names == {spn}
+    assert not t.update(copy.deepcopy(s1))  # same content: no-op
+    t.update(s2, removed=True)
+    r = t.apply(m)
+    assert [e.ip for _, e in r.stale_endpoints] == ["10.42.0.2"]
+
+
+def test_endpoint_selection() -> None:
+    st, et = ServiceChangeTracker(), EndpointsChangeTracker()
+    st.update(None, svc("s", "10.43.0.9", internalTrafficPolicy="Local"))
+    et.update(eps("s", [ep("10.42.0.1", node="other"),
+                        ep("10.42.0.2", ready=False, serving=True, terminating=True),
+                        ep("10.42.0.3", ready=False, serving=False, terminating=True)]))
+    sm: dict = {}  # type: ignore[type-arg]
+    em: dict = {}  # type: ignore[type-arg]
+    st.apply(sm)
+    et.apply(em)
+    (v,) = build_views(sm, em, "node-a")
+    assert [e.ip for e in v.cluster] == ["10.42.0.1"]
+    assert [e.ip for e in v.local] == ["10.42.0.2"]  # only a serving terminating one
+    assert [e.ip for e in v.internal] == ["10.42.0.2"]
+
+
+def test_config_file_and_durations(tmp_path: Path) -> None:
+    assert parse_duration("1m0s") == 60 and parse_duration("500ms") == 0.5
+    with pytest.raises(ConfigError):
+        parse_duration("soon")
+    f = tmp_path / "kp.yaml"
+    f.write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                 "mode: iptables\nclusterCIDR: 10.42.0.0/16\n"
+                 "clientConnection: {kubeconfig: /k}\n"
+                 "iptables: {syncPeriod: 1m, minSyncPeriod: 2s, masqueradeAll: true}\n"
+                 "healthzBindAddress: 127.0.0.1:0\n")
+    cfg = ProxyConfig.from_file(f)
+    assert (cfg.mode, cfg.cluster_cidr, cfg.kubeconfig) == ("iptables", "10.42.0.0/16", "/k")
+    assert (cfg.sync_period, cfg.min_sync_period, cfg.masquerade_all) == (60, 2, True)
+    assert cfg.healthz == ("127.0.0.1", 0)
+    f.write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                 "mode: ipvs\n")
+    with pytest.raises(ConfigError, match="unsupported proxy mode"):
+        ProxyConfig.from_file(f)
+
+
+async def test_sync_runner_coalesces_and_bounds() -> None:
+    runs: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def fn() -> None:
+        runs.append(loop.time())
+
+    r = SyncRunner(fn, min_interval=0.3, max_interval=0.8)
+    task = asyncio.create_task(r.loop())
+    try:
+        await asyncio.sleep(0.05)
+        assert len(runs) == 1  # first run at once
+        for _ in range(10):  # a burst of requests -> one more run, min_interval later
+            r.run()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.4)
+        assert len(runs) == 2 and runs[1] - runs[0] >= 0.29
+        await asyncio.sleep(0.9)  # nothing requested: the periodic run still happens
+        assert len(runs) == 3
+    finally:
+        task.cancel()
