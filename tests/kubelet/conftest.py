@@ -9,7 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,20 @@ from tests.fixtures.images import BuiltLayout
 from tests.runtime.harness import RuntimeProc
 
 KUBENODE_SUBNET = "10.42.111.0/24"
+
+
+@dataclass
+class FakeObjects:
+    """ConfigMaps and Secrets for kubelets without an API server (the ObjectSource seam)."""
+
+    config_maps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.config_maps.get((namespace, name))
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.get((namespace, name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +93,8 @@ async def kubelet(cri_backend: Backend, tmp_path: Path) -> AsyncIterator[Kubelet
                         resolv_conf=resolv, sync_frequency=5.0)
     conn = Connection(endpoint=cri_backend.endpoint)
     k = Kubelet(config=cfg, runtime=RemoteRuntimeService(conn=conn),
-                images=RemoteImageService(conn=conn), host_ips=["127.0.0.1"])
+                images=RemoteImageService(conn=conn), host_ips=["127.0.0.1"],
+                objects=FakeObjects())
     k.pleg.relist_period = 0.5
     k.backend = cri_backend  # type: ignore[attr-defined]
     task = asyncio.create_task(k.run())
