@@ -65,6 +65,20 @@ async def test_restart_partial_sync_and_cleanup(proxy: Harness, netenv: NetEnv) 
     assert sorted(second) == sorted(first)
     assert who(netenv, "10.43.200.103") <= {"a", "b"}
 
+    # a restart that finds objects gone: the full sync deletes their chains
+    shrunk = Harness(proxy.kind, tag=proxy.tag)
+    feed(shrunk, 9)
+    await shrunk.sync()
+    def chains(lines: list[str]) -> set[str]:
+        return {line.split()[1] for line in lines if line.split()[1].startswith(":")} | {
+            line.split(":")[0] for line in lines if ": " in line}
+    assert len(chains(dump(shrunk))) == len(chains(first)) - 3  # SVC/service + 2 SEP/endpoint
+    assert "svc-9" not in " ".join(dump(shrunk))
+    restarted = Harness(proxy.kind, tag=proxy.tag)
+    feed(restarted, 10)
+    await restarted.sync()
+    assert sorted(dump(restarted)) == sorted(first)
+
     # partial: one service's endpoints change -> only its chains are rewritten
     restarted.slice(eps("svc-3", [ep("10.42.200.13")]))
     await restarted.sync()

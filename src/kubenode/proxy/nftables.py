@@ -296,18 +296,19 @@ class NftablesBackend:
         self.last_script = ""
 
     async def _existing(self) -> tuple[set[str], set[str]]:
-        try:
-            doc = json.loads(await run_nft(["-j", "-t", "list", "table", "ip", self.table]))
-        except NftError:
-            return set(), set()
-        chains, sets = set(), set()
-        for item in doc.get("nftables", []):
-            if "chain" in item:
-                chains.add(item["chain"]["name"])
-            elif "set" in item:
-                sets.add(item["set"]["name"])
-            elif "map" in item:
-                sets.add(item["map"]["name"])
+        """Names of the chains and sets/maps the table has now (listing names only:
+        listing the whole table costs ~10x more at 10k services)."""
+        chains: set[str] = set()
+        sets: set[str] = set()
+        for what, names in (("chains", chains), ("sets", sets), ("maps", sets)):
+            try:
+                doc = json.loads(await run_nft(["-j", "-t", "list", what, "ip"]))
+            except (NftError, ValueError):
+                continue
+            for item in doc.get("nftables", []):
+                obj = item.get(what.rstrip("s"))
+                if obj and obj.get("table") == self.table:
+                    names.add(obj["name"])
         return chains, sets
 
     async def sync(self, views: list[ServiceView], *, full: bool) -> int:
