@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.registry",
     "tests.fixtures.containerd",
+    "tests.fixtures.apiserver",
 ]
 
 

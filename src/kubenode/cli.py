@@ -26,6 +26,9 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--node-monitor-grace-period", type=float, default=50.0)
+    p.add_argument("--token-auth-file", help="static bearer tokens: token,user,uid,\"g1,g2\"")
+    p.add_argument("--compaction-interval", type=float, default=300.0,
+                   help="seconds between storage compactions")
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,82 @@
+"""Admission (upstream plugin/pkg/admission), run on create and update before validation:
+
+- NamespaceLifecycle: namespaced objects need an existing namespace that is not
+  terminating (404 / 403 as upstream); the four system namespaces cannot be deleted.
+- ServiceAccount: pods get `serviceAccountName: default` when they name none.
+- DefaultTolerationSeconds: pods tolerate node.kubernetes.io/not-ready and
+  unreachable (NoExecute) for 300 s unless they say otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kubenode.api import errors
+from kubenode.server.apiserver.registry.resources import ResourceInfo
+
+if TYPE_CHECKING:
+    from kubenode.server.apiserver.server import APIServer
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+DEFAULT_TOLERATION_SECONDS = 300
+
+
+@dataclass(kw_only=True)
+class Admission:
+    server: APIServer
+
+    def admit_for(self, info: ResourceInfo
+                  ) -> Callable[[str, dict[str, Any], dict[str, Any] | None], Awaitable[None]]:
+        async def admit(op: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+            if info.namespaced and op == "CREATE":
+                await self.namespace_lifecycle(info, obj)
+            if info.kind == "Pod" and info.group == "" and op == "CREATE":
+                self.service_account(obj)
+                self.default_toleration_seconds(obj)
+        return admit
+
+    async def namespace_lifecycle(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
+        ns = (obj.get("metadata") or {}).get("namespace", "")
+        try:
+            nsobj = await self.server.store("", "namespaces").get("", ns)
+        except errors.StatusError as err:
+            if err.code == 404:
+                raise errors.not_found(resource="namespaces", name=ns) from err
+            raise
+        if (nsobj.get("status") or {}).get("phase") == "Terminating" or \
+                (nsobj.get("metadata") or {}).get("deletionTimestamp"):
+            if info.kind == "Event":
+                return
+            name = (obj.get("metadata") or {}).get("name") or ""
+            raise errors.StatusError(
+                code=403, reason="Forbidden", group=info.group, kind=info.plural, name=name,
+                message=f'{info.qualified} "{name}" is forbidden: unable to create new '
+                        f"content in namespace {ns} because it is being terminated")
+
+    def service_account(self, pod: dict[str, Any]) -> None:
+        spec = pod.setdefault("spec", {})
+        if not isinstance(spec, dict):
+            return
+        if (pod.get("metadata") or {}).get("annotations", {}).get(
+                "kubernetes.io/config.mirror"):
+            return
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        spec["serviceAccountName"] = sa
+        spec["serviceAccount"] = sa
+
+    def default_toleration_seconds(self, pod: dict[str, Any]) -> None:
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            return
+        tols = list(spec.get("tolerations") or [])
+        for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+            if any(t.get("key") == key and t.get("effect") in ("NoExecute", None, "")
+                   for t in tols if isinstance(t, dict)) or any(
+                    isinstance(t, dict) and t.get("operator") == "Exists" and not t.get("key")
+                    and not t.get("effect") for t in tols):
+                continue
+            tols.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                         "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
+        spec["tolerations"] = tols

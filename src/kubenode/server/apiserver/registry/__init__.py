@@ -1,0 +1,1 @@
+"""Registry: the REST storage of each resource (upstream pkg/registry)."""

@@ -1,0 +1,202 @@
+"""The API server against real kubectl (1.27, the PATH one (1.32) and 1.33)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.apiserver import APIServerProcess, start_api_server
+
+KUBECTL_127 = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27"
+KUBECTL_133 = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
+ALL_KUBECTLS = [KUBECTL_127, "kubectl", KUBECTL_133]
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        ports:
+        - containerPort: 80
+        resources:
+          limits: {{cpu: 1, memory: 64Mi}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  type: NodePort
+  ports:
+  - port: 80
+    targetPort: 80
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[APIServerProcess]:
+    with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp, \
+            start_api_server(Path(tmp)) as srv:
+        yield srv
+
+
+def _json(server: APIServerProcess, *args: str) -> dict:
+    return json.loads(server.kubectl(*args, "-o", "json").stdout)
+
+
+def test_bootstrap_namespaces_and_kubernetes_service(server: APIServerProcess) -> None:
+    out = server.kubectl("get", "namespaces").stdout
+    for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        assert ns in out
+    svc = _json(server, "get", "service", "kubernetes", "-n", "default")
+    assert svc["spec"]["clusterIP"] == "10.43.0.1"
+    assert svc["spec"]["ports"][0]["port"] == 443
+
+
+@pytest.mark.parametrize("kubectl", ALL_KUBECTLS)
+def test_api_resources_and_explain(server: APIServerProcess, kubectl: str) -> None:
+    out = server.kubectl("api-resources", kubectl=kubectl).stdout
+    for line in ("pods ", "deployments ", "leases ", "endpointslices ", "jobs "):
+        assert line in out
+    explain = server.kubectl("explain", "pod.spec.containers", kubectl=kubectl).stdout
+    assert "FIELD" in explain or "RESOURCE" in explain
+    assert "image" in explain and "List of containers" in explain
+
+
+def test_run_get_wide_describe(server: APIServerProcess) -> None:
+    server.kubectl("run", "runpod", "--image=busybox", "--labels=tier=x")
+    wide = server.kubectl("get", "pod", "runpod", "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE",
+                               "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert wide[1].split()[:4] == ["runpod", "0/1", "Pending", "0"]
+    desc = server.kubectl("describe", "pod", "runpod").stdout
+    assert "Service Account:  default" in desc
+    assert "QoS Class:        BestEffort" in desc
+    assert "node.kubernetes.io/not-ready:NoExecute op=Exists for 300s" in desc
+    pod = _json(server, "get", "pod", "runpod")
+    assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    assert pod["spec"]["restartPolicy"] == "Always"
+    assert pod["status"]["phase"] == "Pending"
+    server.kubectl("delete", "pod", "runpod")
+    r = server.kubectl("get", "pod", "runpod", check=False)
+    assert r.returncode != 0 and 'pods "runpod" not found' in r.stderr
+
+
+@pytest.mark.parametrize("kubectl", ALL_KUBECTLS)
+def test_apply_client_side_then_server_side(server: APIServerProcess, kubectl: str) -> None:
+    name = "web" + kubectl.rsplit(".", 1)[-1].replace("kubectl", "").replace("/", "")
+    name = name.lower().replace("_", "")
+    manifest = DEPLOYMENT.format(name=name, replicas=2)
+    out = server.kubectl("apply", "-f", "-", input=manifest, kubectl=kubectl).stdout
+    assert f"deployment.apps/{name} created" in out and f"service/{name} created" in out
+    dep = _json(server, "get", "deployment", name)
+    assert dep["metadata"]["generation"] == 1
+    assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1"
+    svc = _json(server, "get", "service", name)
+    assert svc["spec"]["clusterIP"].startswith("10.43.")
+    assert svc["spec"]["clusterIP"] not in ("10.43.0.1", "10.43.0.10")
+    assert 30000 <= svc["spec"]["ports"][0]["nodePort"] <= 32767
+    # unchanged re-apply, then a change
+    out = server.kubectl("apply", "-f", "-", input=manifest, kubectl=kubectl).stdout
+    assert f"service/{name} unchanged" in out
+    manifest3 = DEPLOYMENT.format(name=name, replicas=3)
+    server.kubectl("apply", "-f", "-", input=manifest3, kubectl=kubectl)
+    dep = _json(server, "get", "deployment", name)
+    assert dep["spec"]["replicas"] == 3 and dep["metadata"]["generation"] == 2
+    out = server.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
+                         input=DEPLOYMENT.format(name=name, replicas=4), kubectl=kubectl).stdout
+    assert "serverside-applied" in out
+    dep = _json(server, "get", "deployment", name, "--show-managed-fields")
+    assert dep["spec"]["replicas"] == 4
+    assert any(m["manager"] == "kubectl" and m["operation"] == "Apply"
+               for m in dep["metadata"]["managedFields"])
+    server.kubectl("delete", "-f", "-", input=manifest, kubectl=kubectl)
+    assert server.kubectl("get", "deployment", name, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("kubectl", [KUBECTL_127, KUBECTL_133])
+def test_invalid_manifests_give_upstream_errors(server: APIServerProcess, kubectl: str) -> None:
+    unknown = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n" \
+              "  - name: c\n    image: busybox\n    imagex: foo\n"
+    r = server.kubectl("apply", "-f", "-", input=unknown, kubectl=kubectl, check=False)
+    assert r.returncode != 0
+    assert 'strict decoding error: unknown field "spec.containers[0].imagex"' in r.stderr
+    noimage = "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n" \
+              "  - name: c\n"
+    r = server.kubectl("create", "-f", "-", input=noimage, kubectl=kubectl, check=False)
+    assert r.returncode != 0
+    assert 'The Pod "bad" is invalid: spec.containers[0].image: Required value' in r.stderr
+    badname = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Bad_Name}\n"
+    r = server.kubectl("create", "-f", "-", input=badname, kubectl=kubectl, check=False)
+    assert 'The ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name"' \
+        in r.stderr
+
+
+def test_label_annotate_scale_patch(server: APIServerProcess) -> None:
+    server.kubectl("apply", "-f", "-", input=DEPLOYMENT.format(name="pt", replicas=1))
+    server.kubectl("label", "deployment", "pt", "color=blue")
+    server.kubectl("annotate", "deployment", "pt", "note=hello")
+    server.kubectl("scale", "deployment", "pt", "--replicas=5")
+    dep = _json(server, "get", "deployment", "pt")
+    assert dep["metadata"]["labels"]["color"] == "blue"
+    assert dep["metadata"]["annotations"]["note"] == "hello"
+    assert dep["spec"]["replicas"] == 5
+    server.kubectl("patch", "deployment", "pt", "--type=json",
+                   "-p", '[{"op":"replace","path":"/spec/replicas","value":2}]')
+    server.kubectl("patch", "deployment", "pt", "--type=merge",
+                   "-p", '{"metadata":{"labels":{"color":null}}}')
+    # strategic merge: containers merge by name, so the ports stay
+    server.kubectl("patch", "deployment", "pt", "-p",
+                   '{"spec":{"template":{"spec":{"containers":[{"name":"web",'
+                   '"image":"busybox:1.37"}]}}}}')
+    dep = _json(server, "get", "deployment", "pt")
+    c = dep["spec"]["template"]["spec"]["containers"]
+    assert dep["spec"]["replicas"] == 2 and "color" not in dep["metadata"]["labels"]
+    assert len(c) == 1 and c[0]["image"] == "busybox:1.37" and c[0]["ports"][0][
+        "containerPort"] == 80
+    wide = server.kubectl("get", "deployment", "pt", "-o", "wide").stdout
+    assert "busybox:1.37" in wide and "app=pt" in wide
+
+
+def test_get_watch_streams_changes(server: APIServerProcess) -> None:
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(server.kubeconfig), "get",
+                             "pods", "-w", "--output-watch-events"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        server.kubectl("run", "watched", "--image=busybox")
+        server.kubectl("label", "pod", "watched", "x=y")
+        server.kubectl("delete", "pod", "watched")
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    lines = [ln.split() for ln in out.splitlines() if "watched" in ln]
+    events = [ln[0] for ln in lines]
+    assert events[0] == "ADDED" and "MODIFIED" in events and events[-1] == "DELETED"
+
+
+def test_auth_can_i_and_whoami(server: APIServerProcess) -> None:
+    # kubectl >= 1.32 sends these in protobuf: see test_protobuf (TODO)
+    assert server.kubectl("auth", "can-i", "create", "pods",
+                          kubectl=KUBECTL_127).stdout.strip() == "yes"
+    assert server.kubectl("auth", "can-i", "get", "nodes", "--as=someone",
+                          kubectl=KUBECTL_127, check=False).stdout.strip() == "no"
