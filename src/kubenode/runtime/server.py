@@ -15,6 +15,7 @@ from kubenode.runtime.images.registry import RegistryClient, RegistryHosts
 from kubenode.runtime.images.service import ImageServicer
 from kubenode.runtime.images.store import ImageStore
 from kubenode.runtime.service import RuntimeServicer
+from kubenode.runtime.streaming import new_streaming_server
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ async def serve(config: RuntimeConfig, *, ready: asyncio.Event | None = None) ->
     if config.socket.exists():
         os.unlink(config.socket)
     server.add_insecure_port(f"unix://{config.socket}")
+    streaming = new_streaming_server(config=config, servicer=runtime)
+    await streaming.start()
+    runtime.streaming = streaming
     await server.start()
     log.info("CRI server listening socket=%s", config.socket)
     if ready is not None:
@@ -45,4 +49,5 @@ async def serve(config: RuntimeConfig, *, ready: asyncio.Event | None = None) ->
         await server.wait_for_termination()
     finally:
         await server.stop(grace=2)
+        await streaming.stop()
         await registry.close()

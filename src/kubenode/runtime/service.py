@@ -2,7 +2,8 @@
 
 A thin gRPC layer: each RPC validates nothing itself, calls the sandbox or container
 manager, and turns a CRIError into its gRPC status with the message verbatim. Exec,
-Attach and PortForward (streaming) are served elsewhere; methods not built answer
+Attach and PortForward come from `streaming.StreamingRPCs` (they answer a URL of the
+streaming server that `server.serve` starts and sets as `.streaming`); methods not built answer
 UNIMPLEMENTED (the generated base class does that)."""
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kubenode.runtime.runc import Runc
 from kubenode.runtime.sandbox import SandboxManager
 from kubenode.runtime.state import Layout, Store
 from kubenode.runtime.stats import StatsProvider
+from kubenode.runtime.streaming import StreamingRPCs
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def rpc(fn: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-class RuntimeServicer(pb_grpc.RuntimeServiceServicer):
+class RuntimeServicer(StreamingRPCs, pb_grpc.RuntimeServiceServicer):
     def __init__(self, *, config: RuntimeConfig, images: ImageLookup | None = None,
                  now: Callable[[], int] = time.time_ns) -> None:
         self._config = config

@@ -20,7 +20,12 @@ Lifecycle: `start()` binds (port 0 = pick one; `port` tells which) -> serve ->
 - attach: conmon's attach socket and ctl FIFO (`kubenode.streaming.attach`), located
   by the injected `attach_paths(container_id)`.
 - port_forward: connect to 127.0.0.1:<port> from inside the sandbox's network
-  namespace (`sandbox_netns(sandbox_id)` gives its path)."""
+  namespace (`sandbox_netns(sandbox_id)` gives its path; None = the host's).
+
+`StreamingRPCs` is the CRI side (Exec, Attach, PortForward) mixed into the runtime's
+RuntimeServicer: it resolves the container (must be running) or sandbox and answers
+the URL; `new_streaming_server(config=, servicer=)` builds the server for `kubenode
+runtime` from its layout (runc root, netns per sandbox, conmon sockets and bundles)."""
 
 from __future__ import annotations
 
@@ -39,11 +44,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, cast
 
 import grpc
 from aiohttp import web
 
 from kubenode.cri import api_pb2 as pb
+from kubenode.runtime.config import RuntimeConfig
+from kubenode.runtime.errors import CRIError
 from kubenode.streaming import portforward, remotecommand
 from kubenode.streaming.attach import ConmonAttachPaths, attach_conmon
 from kubenode.streaming.console import PtyMaster
@@ -220,7 +228,7 @@ class StreamingServer:
 
 
 class RuncStreamingRuntime:
-    def __init__(self, *, runc_root: Path, sandbox_netns: Callable[[str], Path],
+    def __init__(self, *, runc_root: Path, sandbox_netns: Callable[[str], Path | None],
                  attach_paths: Callable[[str], ConmonAttachPaths] | None = None,
                  runc: str = "runc") -> None:
         self._root = runc_root
@@ -319,7 +327,101 @@ class RuncStreamingRuntime:
         self, sandbox_id: str, port: int
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         netns = self._sandbox_netns(sandbox_id)
+        if netns is None:  # host network
+            return await asyncio.open_connection("127.0.0.1", port)
         return await connect_in_netns(netns, port)
+
+
+class _Servicer(Protocol):
+    """What StreamingRPCs needs of the RuntimeServicer it is mixed into."""
+
+    streaming: StreamingServer | None
+    containers: Any
+    sandboxes: Any
+
+
+class StreamingRPCs:
+    """CRI Exec/Attach/PortForward: validate, resolve ids, answer the streaming URL."""
+
+    streaming: StreamingServer | None = None
+
+    async def _stream_url(self, context: grpc.aio.ServicerContext,
+                          make: Callable[[], str]) -> str:
+        try:
+            if self.streaming is None:
+                raise CRIError(grpc.StatusCode.UNAVAILABLE, "streaming server is not running")
+            return make()
+        except (CRIError, StreamingError) as err:
+            await context.abort(err.code, str(err))
+        raise AssertionError("unreachable")
+
+    def _server(self) -> StreamingServer:
+        assert self.streaming is not None
+        return self.streaming
+
+    async def _running_container(self, context: grpc.aio.ServicerContext, ident: str) -> str:
+        svc = cast(_Servicer, self)
+        try:
+            rec = svc.containers.get(ident)
+            await svc.containers.refresh(rec)
+        except CRIError as err:
+            await context.abort(err.code, err.message)
+        if rec.state != "running":
+            await context.abort(grpc.StatusCode.UNKNOWN,
+                                f"container is in CONTAINER_{rec.state.upper()} state")
+        return str(rec.id)
+
+    async def Exec(self, request: pb.ExecRequest,
+                   context: grpc.aio.ServicerContext) -> pb.ExecResponse:
+        req = pb.ExecRequest()
+        req.CopyFrom(request)
+        if request.container_id:
+            req.container_id = await self._running_container(context, request.container_id)
+        url = await self._stream_url(context, lambda: self._server().get_exec_url(req))
+        return pb.ExecResponse(url=url)
+
+    async def Attach(self, request: pb.AttachRequest,
+                     context: grpc.aio.ServicerContext) -> pb.AttachResponse:
+        req = pb.AttachRequest()
+        req.CopyFrom(request)
+        if request.container_id:
+            req.container_id = await self._running_container(context, request.container_id)
+        url = await self._stream_url(context, lambda: self._server().get_attach_url(req))
+        return pb.AttachResponse(url=url)
+
+    async def PortForward(self, request: pb.PortForwardRequest,
+                          context: grpc.aio.ServicerContext) -> pb.PortForwardResponse:
+        req = pb.PortForwardRequest()
+        req.CopyFrom(request)
+        if request.pod_sandbox_id:
+            try:
+                req.pod_sandbox_id = cast(_Servicer, self).sandboxes.get(request.pod_sandbox_id).id
+            except CRIError as err:
+                await context.abort(err.code, err.message)
+        url = await self._stream_url(context, lambda: self._server().get_portforward_url(req))
+        return pb.PortForwardResponse(url=url)
+
+
+def new_streaming_server(*, config: RuntimeConfig, servicer: Any) -> StreamingServer:
+    """The streaming server of `kubenode runtime`, over the servicer's layout and
+    sandboxes (`servicer.layout`, `servicer.sandboxes`)."""
+    layout = servicer.layout
+
+    def sandbox_netns(sandbox_id: str) -> Path | None:
+        try:
+            rec = servicer.sandboxes.get(sandbox_id)
+        except CRIError as err:
+            raise KeyError(err.message) from err
+        return Path(rec.netns) if rec.netns else None
+
+    def attach_paths(container_id: str) -> ConmonAttachPaths:
+        return ConmonAttachPaths(socket=layout.socket_dir / container_id / "attach",
+                                 ctl=layout.bundle(container_id) / "ctl")
+
+    runtime = RuncStreamingRuntime(runc_root=layout.runc_root, sandbox_netns=sandbox_netns,
+                                   attach_paths=attach_paths, runc=servicer.runc.binary)
+    return StreamingServer(runtime=runtime, address=config.stream_address,
+                           port=config.stream_port)
 
 
 async def _copy_out(read: Callable[[int], Awaitable[bytes]], out: OutputStream) -> None:

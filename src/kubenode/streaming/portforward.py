@@ -92,7 +92,7 @@ async def _forward_pair(data: SpdyStream, error: SpdyStream, *, pod: str,
         return
     try:
         reader, writer = await connect(port)
-    except (OSError, KeyError, RuntimeError) as err:
+    except Exception as err:  # any failure to connect is reported on the error stream
         with contextlib.suppress(ConnectionError):
             await error.write(_forward_error(pod, port, err).encode())
             await error.close()
@@ -176,7 +176,7 @@ async def _serve_websocket(request: web.Request, *, pod: str, connect: Connect,
     async def forward(i: int, port: int) -> None:
         try:
             r, w = await connect(port)
-        except (OSError, KeyError, RuntimeError) as err:
+        except Exception as err:  # any failure to connect is reported on the error stream
             with contextlib.suppress(ConnectionError):
                 await send(2 * i + 1, _forward_error(pod, port, err).encode())
             return

@@ -90,8 +90,8 @@ async def test_exec_stdin_piped_to_cat(server: StreamingServer, container: Conta
 async def test_exec_tty_with_resize(server: StreamingServer, container: Container,
                                     proto: str) -> None:
     url = server.get_exec_url(pb.ExecRequest(
-        container_id=container.id, cmd=["sh", "-c", "read x; stty size; exit 7"], tty=True,
-        stdin=True, stdout=True))
+        container_id=container.id, cmd=["sh", "-c", "read x; sleep 0.2; stty size; exit 7"],
+        tty=True, stdin=True, stdout=True))
     res = await run_exec(url, proto, stdin=b"go\n", tty=True, stderr=False,
                          resize=[TerminalSize(width=123, height=45)])
     assert res.exit_code == 7
