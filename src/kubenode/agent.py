@@ -1,5 +1,5 @@
-"""`kubenode agent`: the node's agents in one process, kubelet and (once it exists)
-kube-proxy, each under the same TaskGroup; SIGTERM/SIGINT stop both."""
+"""`kubenode agent`: the node's agents in one process, kubelet and kube-proxy, under one
+TaskGroup; SIGTERM/SIGINT stop both. kube-proxy runs only with a --kubeconfig."""
 
 from __future__ import annotations
 
@@ -20,15 +20,19 @@ log = logging.getLogger(__name__)
 
 def _proxy_runner(args: argparse.Namespace,
                   ) -> Callable[[], Coroutine[Any, Any, Any]] | None:
-    """kube-proxy's async entry `kubenode.proxy.main:run_proxy(args)`, if it is there."""
+    """kube-proxy (`kubenode.proxy.app.ProxyServer`) from the same flags, if available."""
     try:
-        mod = importlib.import_module("kubenode.proxy.main")
+        app = importlib.import_module("kubenode.proxy.app")
+        conf = importlib.import_module("kubenode.proxy.config")
     except ModuleNotFoundError:
         return None
-    run = getattr(mod, "run_proxy", None)
-    if run is None:
+    try:
+        config = conf.ProxyConfig.from_args(args)
+    except conf.ConfigError as err:
+        log.error("kube-proxy config: %s", err)
         return None
-    return lambda: run(args)
+    server = app.ProxyServer(config)
+    return lambda: server.run()
 
 
 def main(args: argparse.Namespace) -> int:
