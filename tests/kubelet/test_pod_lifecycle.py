@@ -40,7 +40,7 @@ async def test_pod_runs_serves_http_and_is_deleted_gracefully(kubelet: Kubelet) 
     kubelet.update_source("test", [pod])
     st = await wait_for(lambda: status_of(kubelet, pod).get("phase") == "Running" and
                         cstatus(kubelet, pod, "httpd").get("ready") and status_of(kubelet, pod),
-                        60, "Running and ready")
+                        120, "Running and ready")
     ip = st["podIP"]
     assert ip.startswith(kubelet.backend.subnet_prefix)  # type: ignore[attr-defined]
     assert {c["type"]: c["status"] for c in st["conditions"]} == {
@@ -81,7 +81,7 @@ async def test_crash_loop_backoff_and_restart_count(kubelet: Kubelet) -> None:
     kubelet.update_source("test", [pod])
     c = await wait_for(lambda: cstatus(kubelet, pod, "c").get("state", {}).get("waiting", {})
                        .get("reason") == "CrashLoopBackOff" and cstatus(kubelet, pod, "c"),
-                       60, "CrashLoopBackOff")
+                       120, "CrashLoopBackOff")
     assert c["restartCount"] >= 1
     last = c["lastState"]["terminated"]
     assert last["exitCode"] == 3 and last["reason"] == "Error" and last["message"] == "boom\n"
@@ -110,7 +110,7 @@ async def test_run_to_completion_and_init_containers(kubelet: Kubelet, tmp_path:
                                                           "type": "DirectoryOrCreate"}}])
     kubelet.update_source("test", [pod])
     st = await wait_for(lambda: status_of(kubelet, pod).get("phase") == "Succeeded" and
-                        status_of(kubelet, pod), 60, "Succeeded")
+                        status_of(kubelet, pod), 120, "Succeeded")
     assert (host_dir / "out.txt").read_text() == "one\ntwo\n"
     assert [c["state"]["terminated"]["reason"] for c in st["initContainerStatuses"]] == \
         ["Completed", "Completed"]
@@ -137,7 +137,7 @@ async def test_image_and_config_errors(kubelet: Kubelet) -> None:
                 for c in status_of(kubelet, pod).get("containerStatuses") or []}
     await wait_for(lambda: reasons().get("noimage") in ("ErrImagePull", "ImagePullBackOff")
                    and reasons().get("never") == "ErrImageNeverPull"
-                   and reasons().get("cfg") == "CreateContainerConfigError", 60, "reasons")
+                   and reasons().get("cfg") == "CreateContainerConfigError", 120, "reasons")
     assert cstatus(kubelet, pod, "cfg")["state"]["waiting"]["message"] == \
         'configmap "missing" not found'
     await wait_for(lambda: reasons().get("noimage") == "ImagePullBackOff", 30, "backoff")
@@ -148,7 +148,7 @@ async def test_kubelet_restart_adopts_running_pod(kubelet: Kubelet) -> None:
     pod = make_pod("adopt", [{"name": "s", "image": "busybox", "imagePullPolicy": "Never",
                               "command": ["sleep", "3600"]}])
     kubelet.update_source("test", [pod])
-    await wait_for(lambda: status_of(kubelet, pod).get("phase") == "Running", 60, "Running")
+    await wait_for(lambda: status_of(kubelet, pod).get("phase") == "Running", 120, "Running")
     uid = PodUID(pod["metadata"]["uid"])
     before = await kubelet.runtime_manager.get_pod_status(uid, "adopt", "default")
     # a second kubelet on the same runtime and root dir (as after a restart)
