@@ -227,3 +227,24 @@ async def test_deployment_recreate(cluster: tuple[FakeApi, FakeInformers]) -> No
         step,
     )
     assert not seen_mixed
+
+
+async def test_progress_deadline_exceeded(cluster: tuple[FakeApi, FakeInformers]) -> None:
+    api, inf = cluster
+    d = deployment(2)
+    d["spec"]["progressDeadlineSeconds"] = 1
+    api.put(DEPLOYMENTS, d)  # no kubelet: pods never become ready
+
+    def reason() -> str | None:
+        for c in (inf.get(DEPLOYMENTS).get("default/web").get("status") or {}).get(
+            "conditions"
+        ) or []:
+            if c["type"] == "Progressing":
+                return str(c["reason"])
+        return None
+
+    for _ in range(300):
+        if reason() == "ProgressDeadlineExceeded":
+            break
+        await asyncio.sleep(0.01)
+    assert reason() == "ProgressDeadlineExceeded"

@@ -16,6 +16,7 @@ Status and the Available/Progressing conditions follow upstream, as
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import math
 from typing import Any
@@ -29,6 +30,7 @@ from kubenode.server.controllers.podutil import (
     get_condition,
     key_of,
     owner_ref_to,
+    parse_time,
     pod_active,
     safe_encode,
     set_condition,
@@ -522,12 +524,19 @@ class DeploymentController(Controller):
                     "reason": "ReplicaSetUpdated",
                     "message": f'ReplicaSet "{rs_name}" is progressing.',
                 }
+            if want["reason"] == "ReplicaSetUpdated" and prog is not None:
+                want = self._progress_deadline(d, prog, want, status, now)
+            progressed = want.pop("progressed", False)
             if (
                 prog is None
                 or prog.get("reason") != want["reason"]
                 or prog.get("message") != want["message"]
+                or progressed
             ):
                 set_condition(conditions, {**want, "lastUpdateTime": format_time(now)}, now)
+                if progressed:
+                    cond = get_condition({"conditions": conditions}, "Progressing") or {}
+                    cond["lastUpdateTime"] = format_time(now)
         status["conditions"] = conditions
         if status == (d.get("status") or {}):
             return
@@ -539,6 +548,40 @@ class DeploymentController(Controller):
             if not err.conflict:
                 raise
             self.queue.add(key_of(d))
+
+    def _progress_deadline(
+        self, d: Obj, prog: Obj, want: Obj, status: Obj, now: dt.datetime
+    ) -> Obj:
+        """upstream progress.go: no change in replica counts for progressDeadlineSeconds
+        (600) makes Progressing False, reason ProgressDeadlineExceeded."""
+        keys = ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+        old = d.get("status") or {}
+        if any(old.get(k) != status.get(k) for k in keys):
+            return {**want, "progressed": True}
+        deadline = (d.get("spec") or {}).get("progressDeadlineSeconds", 600)
+        since = parse_time(prog.get("lastUpdateTime"))
+        if (
+            deadline is None
+            or since is None
+            or prog.get("reason")
+            not in ("ReplicaSetUpdated", "NewReplicaSetCreated", "ProgressDeadlineExceeded")
+        ):
+            return want
+        left = since + dt.timedelta(seconds=int(deadline)) - now
+        if prog.get("reason") == "ProgressDeadlineExceeded" or left.total_seconds() <= 0:
+            rs_name = want["message"].split('"')[1]
+            return {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": f'ReplicaSet "{rs_name}" has timed out progressing.',
+            }
+        self.queue.add_after(key_of(d), left.total_seconds() + 0.05)
+        return {
+            **want,
+            "message": prog.get("message", want["message"]),
+            "reason": prog.get("reason", want["reason"]),
+        }
 
 
 def _terminal(pod: Obj) -> bool:
