@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="server + runtime + agent on this machine")
     _server_flags(up)
     up.add_argument("--runtime", choices=["kubenode", "containerd"], default="kubenode")
+    up.add_argument("--node-name", default=socket.gethostname().lower())
+    up.add_argument("--pod-cidr", default="10.42.0.0/24")
+    up.add_argument("--cni-bridge", default="kubenode0")
+    up.add_argument("--kubelet-port", type=int, default=10250)
+    up.add_argument("--kubelet-healthz-port", type=int, default=10248)
+    up.add_argument("--kubelet-arg", action="append", default=[],
+                    help="extra kubelet flag as key=value (k3s style), repeatable")
     up.set_defaults(entry="kubenode.up:main")
 
     server = sub.add_parser("server", help="control plane: API server, scheduler, controllers")

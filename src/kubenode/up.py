@@ -1,0 +1,307 @@
+"""`kubenode up`: a one-machine cluster (as k3s server): `kubenode server`, a CRI runtime
+(`kubenode runtime`, or containerd with a config written here) and `kubenode agent`, each
+a child process, started in order through readiness (API /readyz, runtime socket), with
+the local images (busybox, pause from busybox-static) built and imported when missing.
+It prints how to use the admin kubeconfig (<data-dir>/kubeconfig.yaml) and runs until
+Ctrl-C/SIGTERM, then stops the children in reverse order (agent, runtime, server).
+Containers keep running across restarts of `kubenode up`, as with any kubelet restart.
+
+Layout under --data-dir: server files and kubeconfig.yaml, runtime/ (kubenode runtime
+root) or containerd/ (config, root, state, CNI conf), kubelet/ (root dir), images/
+(built OCI layouts), logs/ (children's logs). With the default data dir the runtime
+socket, state and pod logs are at the DESIGN defaults (/run/kubenode/..., /var/log/pods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubenode.cli import DEFAULT_DATA_DIR
+
+IMAGES = {"busybox": "docker.io/library/busybox:latest", "pause": "registry.k8s.io/pause:3.10"}
+
+
+@dataclass(kw_only=True)
+class Layout:
+    data_dir: Path
+    runtime: str
+    pod_cidr: str = "10.42.0.0/24"
+    bridge: str = "kubenode0"
+
+    @property
+    def default(self) -> bool:
+        return str(self.data_dir) == DEFAULT_DATA_DIR
+
+    @property
+    def run_dir(self) -> Path:
+        return Path("/run/kubenode") if self.default else self.data_dir / "run"
+
+    @property
+    def socket(self) -> Path:
+        if self.runtime == "containerd":
+            return self.data_dir / "containerd" / "containerd.sock"
+        return self.run_dir / "runtime.sock"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig.yaml"
+
+    @property
+    def pod_logs_dir(self) -> Path:
+        return Path("/var/log/pods") if self.default else self.data_dir / "pod-logs"
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+
+@dataclass(kw_only=True)
+class Child:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen(self.argv, stdout=f, stderr=subprocess.STDOUT,
+                                         env=os.environ.copy(), start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text()[-3000:]
+        except OSError:
+            return ""
+
+
+def _kubenode(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kubenode", *args]
+
+
+def _wait(cond: object, child: Child, what: str, secs: float = 60.0) -> None:
+    deadline = time.monotonic() + secs
+    while not cond():  # type: ignore[operator]
+        if not child.alive():
+            raise SystemExit(f"kubenode up: {child.name} exited:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"kubenode up: {what} not ready after {secs:.0f}s:\n{child.tail()}")
+        time.sleep(0.2)
+
+
+def _server_ready(url: str, ca: Path) -> bool:
+    if not ca.exists():
+        return False
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca))
+        with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=2) as r:
+            return bool(r.status == 200)
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def build_layouts(layout: Layout) -> dict[str, Path]:
+    out = {}
+    for kind in IMAGES:
+        d = layout.data_dir / "images" / kind
+        if not (d / "index.json").exists():
+            subprocess.run(_kubenode("image", "build", kind, "--output", str(d)), check=True,
+                           capture_output=True, env=os.environ.copy())
+        out[kind] = d
+    return out
+
+
+def import_kubenode_images(layout: Layout, layouts: dict[str, Path]) -> None:
+    root = layout.data_dir / "runtime"
+    marker = root / ".kubenode-up-images"
+    if marker.exists() and json.loads(marker.read_text()) == sorted(IMAGES.values()):
+        return
+    for d in layouts.values():
+        subprocess.run(_kubenode("image", "import", str(d), "--root", str(root)), check=True,
+                       capture_output=True, env=os.environ.copy())
+    marker.write_text(json.dumps(sorted(IMAGES.values())))
+
+
+def import_containerd_images(layout: Layout, layouts: dict[str, Path]) -> None:
+    sock = str(layout.socket)
+    have = subprocess.run(["ctr", "-a", sock, "-n", "k8s.io", "images", "ls", "-q"],
+                          capture_output=True, text=True, check=False).stdout.split()
+    for kind, d in layouts.items():
+        if IMAGES[kind] in have:
+            continue
+        archive = d.with_suffix(".tar")
+        with tarfile.open(archive, "w") as tar:
+            for p in sorted(d.rglob("*")):
+                if p.is_file():
+                    tar.add(p, arcname=str(p.relative_to(d)))
+        subprocess.run(["ctr", "-a", sock, "-n", "k8s.io", "images", "import", str(archive)],
+                       check=True, capture_output=True)
+
+
+def containerd_config(layout: Layout) -> Path:
+    base = layout.data_dir / "containerd"
+    net = base / "net.d"
+    net.mkdir(parents=True, exist_ok=True)
+    (net / "10-kubenode.conflist").write_text(json.dumps({
+        "cniVersion": "0.4.0", "name": "kubenode",
+        "plugins": [{"type": "bridge", "bridge": layout.bridge, "isGateway": True, "ipMasq": True,
+                     "hairpinMode": True,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": layout.pod_cidr}]],
+                              "routes": [{"dst": "0.0.0.0/0"}],
+                              "dataDir": str(base / "ipam")}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}],
+    }, indent=2))
+    cfg = base / "config.toml"
+    cfg.write_text(f"""version = 2
+root = "{base}/root"
+state = "{base}/state"
+[grpc]
+  address = "{layout.socket}"
+[ttrpc]
+  address = "{base}/ttrpc.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{base}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGES['pause']}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{base}/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{net}"
+    max_conf_num = 1
+""")
+    return cfg
+
+
+@dataclass(kw_only=True)
+class Up:
+    args: argparse.Namespace
+    layout: Layout
+    children: list[Child] = field(default_factory=list)
+
+    def run(self) -> int:
+        a, lay = self.args, self.layout
+        lay.data_dir.mkdir(parents=True, exist_ok=True)
+        lay.logs.mkdir(exist_ok=True)
+        print("kubenode up: building local images (busybox, pause) if missing", flush=True)
+        layouts = build_layouts(lay)
+        url = f"https://{a.bind_address}:{a.secure_port}"
+        server = Child(name="server", log=lay.logs / "server.log", argv=_kubenode(
+            "server", "--data-dir", str(lay.data_dir), "--bind-address", a.bind_address,
+            "--secure-port", str(a.secure_port), "--storage", a.storage, "--etcd-servers",
+            a.etcd_servers, "--service-cluster-ip-range", a.service_cluster_ip_range))
+        self._start(server)
+        if lay.runtime == "containerd":
+            cfg = containerd_config(lay)
+            runtime = Child(name="containerd", log=lay.logs / "containerd.log",
+                            argv=["containerd", "--config", str(cfg)])
+            self._start(runtime)
+            _wait(lambda: lay.socket.exists(), runtime, "containerd")
+            import_containerd_images(lay, layouts)
+        else:
+            import_kubenode_images(lay, layouts)
+            runtime = Child(name="runtime", log=lay.logs / "runtime.log", argv=_kubenode(
+                "runtime", "--socket", str(lay.socket), "--root", str(lay.data_dir / "runtime"),
+                "--state", str(lay.run_dir / "runtime"), "--pod-cidr", lay.pod_cidr,
+                "--cni-bridge", lay.bridge,
+                *([] if lay.default else ["--cni-conf-dir", str(lay.data_dir / "net.d")])))
+            self._start(runtime)
+            _wait(lambda: lay.socket.exists(), runtime, "runtime")
+        _wait(lambda: _server_ready(url, lay.data_dir / "pki" / "ca.crt") and
+              lay.kubeconfig.exists(), server, "API server")
+        agent = Child(name="agent", log=lay.logs / "agent.log", argv=_kubenode(
+            "agent", "--kubeconfig", str(lay.kubeconfig), "--node-name", a.node_name,
+            "--container-runtime-endpoint", f"unix://{lay.socket}",
+            "--root-dir", str(lay.data_dir / "kubelet"),
+            "--pod-logs-dir", str(lay.pod_logs_dir), "--cluster-dns", "10.43.0.10",
+            "--port", str(a.kubelet_port), "--healthz-port", str(a.kubelet_healthz_port),
+            *[f"--{kv.lstrip('-')}" for kv in a.kubelet_arg]))
+        self._start(agent)
+        print(f"""
+kubenode is up: API {url}, runtime {lay.runtime} (unix://{lay.socket}), node {a.node_name}
+
+  export KUBECONFIG={lay.kubeconfig}
+  kubectl get nodes
+  kubectl run hello --image=busybox --restart=Never -- echo hello
+
+Logs: {lay.logs}/ (server.log, {runtime.name}.log, agent.log). Ctrl-C stops everything.
+""", flush=True)
+        return self._supervise()
+
+    def _start(self, child: Child) -> None:
+        child.start()
+        self.children.append(child)
+
+    def _supervise(self) -> int:
+        stop = {"sig": 0}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            stop["sig"] = signum
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        rc = 0
+        while not stop["sig"]:
+            dead = [c for c in self.children if not c.alive()]
+            if dead:
+                print(f"kubenode up: {dead[0].name} exited:\n{dead[0].tail()}", file=sys.stderr)
+                rc = 1
+                break
+            time.sleep(0.5)
+        self.shutdown()
+        return rc
+
+    def shutdown(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                child.stop()
+        print("kubenode up: stopped", flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    layout = Layout(data_dir=Path(args.data_dir).absolute(), runtime=args.runtime,
+                    pod_cidr=args.pod_cidr, bridge=args.cni_bridge)
+    if not getattr(args, "node_name", None):
+        args.node_name = socket.gethostname().lower()
+    up = Up(args=args, layout=layout)
+    try:
+        return up.run()
+    except BaseException:
+        up.shutdown()
+        raise
