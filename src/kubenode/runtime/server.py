@@ -51,3 +51,4 @@ async def serve(config: RuntimeConfig, *, ready: asyncio.Event | None = None) ->
         await server.stop(grace=2)
         await streaming.stop()
         await registry.close()
+        images.close()

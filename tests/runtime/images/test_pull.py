@@ -252,6 +252,7 @@ async def test_restart_keeps_images_and_drops_half_done_work(
     (store.ingest_dir / "half-downloaded").write_bytes(b"x" * 100)
     half = store.snapshots / ".tmp-deadbeef-1234"
     (half / "usr").mkdir(parents=True)
+    store.close()  # the process ends
     again = _store(tmp_path)
     found = await again.get(ref)
     assert found is not None and found.id == img.id and found.layer_dirs == img.layer_dirs
@@ -339,6 +340,7 @@ async def test_start_repairs_missing_snapshots(tmp_path: Path, busybox_layout: B
     unpack.remove_tree(bb.layer_dirs[0])  # snapshot lost: re-unpacked from its blob
     unpack.remove_tree(pause.layer_dirs[0])
     store.blob_path(pause.layers[0]).unlink()  # content lost: the record goes
+    store.close()
     again = _store(tmp_path)
     found = await again.get(bb.id)
     assert found is not None and (found.layer_dirs[0] / "bin/busybox").is_file()
@@ -389,3 +391,17 @@ async def test_identity_token_refresh_grant(tmp_path: Path, registry: RegistryFa
                            creds=Credentials(identity_token=refresh))
     assert img.id == _config_digest(busybox_layout)
     assert reg.token_server.issued[-1] == "dave"
+
+
+def test_second_user_of_a_store_does_not_wipe_work_in_progress(tmp_path: Path) -> None:
+    """`kubenode image import` next to a running runtime: only the sole user cleans up."""
+    first = _store(tmp_path)
+    busy = first.ingest_dir / "downloading"
+    busy.write_bytes(b"x")
+    second = _store(tmp_path)
+    assert busy.exists()
+    second.close()
+    first.close()
+    third = _store(tmp_path)  # alone again: half-done work of dead processes goes
+    assert not busy.exists()
+    third.close()

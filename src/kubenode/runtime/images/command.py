@@ -90,7 +90,10 @@ async def _import(path: Path, root: Path, tag: str | None) -> list[Image]:
 
     store = ImageStore(root)
     store.start()
-    return list(await import_layout(store=store, path=path, name=tag))
+    try:
+        return list(await import_layout(store=store, path=path, name=tag))
+    finally:
+        store.close()
 
 
 def _ls(endpoint: str) -> int:

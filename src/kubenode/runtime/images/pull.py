@@ -156,19 +156,26 @@ async def import_layout(*, store: ImageStore, path: Path, name: str | None = Non
         config = json.loads(config_bytes)
         layers = [oci.Descriptor.from_json(d) for d in m["layers"]]
         diff_ids = _check_config(config, len(layers), str(path))
-        for ld, diff_id in zip(layers, diff_ids, strict=True):
-            src = layout.blob_path(path, ld.digest)
+        owned = {top_digest, desc.digest, config_desc.digest, *diff_ids,
+                 *(d.digest for d in layers)}
+        try:
+            with store.lease(owned):
+                for ld, diff_id in zip(layers, diff_ids, strict=True):
+                    src = layout.blob_path(path, ld.digest)
 
-            async def copy(tmp: Path, src: Path = src) -> None:
-                await asyncio.to_thread(shutil.copyfile, src, tmp)
+                    async def copy(tmp: Path, src: Path = src) -> None:
+                        await asyncio.to_thread(shutil.copyfile, src, tmp)
 
-            await store.ingest(ld.digest, copy)
-            await store.unpack(diff_id=diff_id, blob_digest=ld.digest)
-        out.append(await store.add(Image(
-            id=config_desc.digest, repo_tags=[str(ref)] if ref.tag else [],
-            repo_digests=[f"{ref.name}@{top_digest}"],
-            size=config_desc.size + sum(d.size for d in layers),
-            config=dict(config.get("config") or {}), layer_dirs=[], diff_ids=diff_ids,
-            layers=[d.digest for d in layers], manifest_digest=desc.digest,
-            image_config=config)))
+                    await store.ingest(ld.digest, copy)
+                    await store.unpack(diff_id=diff_id, blob_digest=ld.digest)
+                out.append(await store.add(Image(
+                    id=config_desc.digest, repo_tags=[str(ref)] if ref.tag else [],
+                    repo_digests=[f"{ref.name}@{top_digest}"],
+                    size=config_desc.size + sum(d.size for d in layers),
+                    config=dict(config.get("config") or {}), layer_dirs=[],
+                    diff_ids=diff_ids, layers=[d.digest for d in layers],
+                    manifest_digest=desc.digest, image_config=config)))
+        except BaseException:
+            store.discard(owned)  # a refused image leaves nothing behind
+            raise
     return out

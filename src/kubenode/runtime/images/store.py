@@ -76,25 +76,50 @@ class ImageStore:
         self._inflight: dict[str, asyncio.Task[Any]] = {}
         self._leases: Counter[str] = Counter()  # digests an unfinished pull relies on
         self._started = False
+        self._users_fd: int | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
-        """Create dirs, drop half-done downloads and unpacks, load records."""
+        """Create dirs, load records; if no other process has this store open, drop
+        half-done downloads and unpacks and repair lost snapshots first."""
         for d in (self.blobs, self.ingest_dir, self.snapshots):
             d.mkdir(parents=True, exist_ok=True)
+        alone = self._open_users_lock()
         with self._locked():
-            for p in self.ingest_dir.iterdir():
-                unpack.remove_tree(p)
-            for p in self.snapshots.iterdir():
-                if p.name.startswith(".tmp-"):
-                    log.info("removing half-done unpack path=%s", p)
+            if alone:
+                for p in self.ingest_dir.iterdir():
                     unpack.remove_tree(p)
-            for p in self.blobs.iterdir():
-                if p.name.endswith(".tmp"):
-                    p.unlink(missing_ok=True)
+                for p in self.snapshots.iterdir():
+                    if p.name.startswith(".tmp-"):
+                        log.info("removing half-done unpack path=%s", p)
+                        unpack.remove_tree(p)
+                for p in self.blobs.iterdir():
+                    if p.name.endswith(".tmp"):
+                        p.unlink(missing_ok=True)
             self._load()
-            self._repair()
+            if alone:
+                self._repair()
+        if self._users_fd is not None:
+            fcntl.flock(self._users_fd, fcntl.LOCK_SH)  # from now on: one user among others
         self._started = True
+
+    def _open_users_lock(self) -> bool:
+        """Every process using the store holds a shared flock on users.lock for its
+        lifetime; True if we are the only one (exclusive lock granted)."""
+        if self._users_fd is None:
+            self._users_fd = os.open(self.root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release the store (other processes may then clean up on their start)."""
+        if self._users_fd is not None:
+            os.close(self._users_fd)
+            self._users_fd = None
+        self._started = False
 
     def _repair(self) -> None:
         """Re-unpack snapshots that went missing; drop records whose content is gone."""
