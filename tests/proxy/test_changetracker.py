@@ -133,3 +133,55 @@ async def test_sync_runner_coalesces_and_bounds() -> None:
         assert len(runs) == 3
     finally:
         task.cancel()
+
+
+class FlakyBackend:
+    """A Backend fake: fails while `fail` is set, records full/partial."""
+
+    name = "nftables"
+
+    def __init__(self) -> None:
+        self.fail = False
+        self.calls: list[bool] = []
+
+    async def sync(self, views: list[object], *, full: bool) -> int:
+        self.calls.append(full)
+        if self.fail:
+            raise RuntimeError("nft: boom")
+        return len(views)
+
+    async def cleanup(self) -> None:
+        pass
+
+
+async def test_failed_sync_marks_unhealthy_and_forces_full_resync() -> None:
+    from kubenode.proxy.healthcheck import ProxierHealth
+    from kubenode.proxy.metrics import ProxyMetrics
+    from kubenode.proxy.proxier import Proxier
+
+    clock = [1000.0]
+    backend = FlakyBackend()
+    health = ProxierHealth(now=lambda: clock[0], health_timeout=60)
+    p = Proxier(backend=backend, node_name="n", conntrack=None,  # type: ignore[arg-type]
+                metrics=ProxyMetrics.create(), health=health, min_sync_period=30)
+    p.on_services_synced()
+    p.on_endpointslices_synced()
+    p.on_service_add(svc("a", "10.43.0.1"))
+    await p.sync()
+    assert backend.calls == [True] and health.healthy()
+    p.on_service_add(svc("b", "10.43.0.2"))
+    await p.sync()
+    assert backend.calls[-1] is False  # partial
+    backend.fail = True
+    p.on_service_add(svc("c", "10.43.0.3"))
+    await p.sync()
+    assert not health.healthy()
+    assert p.metrics.nftables_failures._value.get() == 1  # type: ignore[attr-defined]
+    backend.fail = False
+    await p.sync()
+    assert backend.calls[-1] is True and health.healthy()  # full after a failure
+    assert p.last_rule_count == 3  # the change that failed was not lost
+    # a change queued for longer than health_timeout without a sync: unhealthy
+    p.on_service_add(svc("d", "10.43.0.4"))
+    clock[0] += 61
+    assert not health.healthy()
