@@ -89,7 +89,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--services", default="1000,5000,10000")
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--backend", choices=["nftables", "iptables", "both"], default="both")
-    ap.add_argument("--iptables-max", type=int, default=5000,
+    ap.add_argument("--iptables-max", type=int, default=1000,
                     help="skip larger sizes for iptables: iptables-nft restores of 10k "
                          "services take minutes and hold the xtables lock meanwhile")
     args = ap.parse_args(argv)
