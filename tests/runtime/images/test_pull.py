@@ -18,7 +18,9 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from kubenode.runtime.images import build, layout, oci, unpack
 from kubenode.runtime.images import registry as reg_mod
@@ -405,3 +407,50 @@ def test_second_user_of_a_store_does_not_wipe_work_in_progress(tmp_path: Path) -
     third = _store(tmp_path)  # alone again: half-done work of dead processes goes
     assert not busy.exists()
     third.close()
+
+
+async def test_transfer_cut_half_way_is_retried(tmp_path: Path, registry: RegistryFactory,
+                                                busybox_layout: BuiltLayout) -> None:
+    """A proxy in front of the real registry drops the connection in the middle of the
+    first layer download; the client starts that blob again and the pull succeeds."""
+    reg = registry()
+    await push_layout(busybox_layout.path, f"{reg.host}/library/busybox:latest")
+    [layer] = _layer_digests(busybox_layout)
+    cuts: list[str] = []
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        async with aiohttp.ClientSession() as s, s.request(
+                request.method, f"{reg.url}{request.path_qs}",
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                allow_redirects=False) as up:
+            body = await up.read()
+            resp = web.StreamResponse(status=up.status, headers={
+                k: v for k, v in up.headers.items()
+                if k.lower() not in ("transfer-encoding", "content-length", "connection")})
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            if request.path.endswith(f"/blobs/{layer}") and not cuts:
+                cuts.append(request.path)
+                await resp.write(body[: len(body) // 2])
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write(body)
+            await resp.write_eof()
+            return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    c = RegistryClient(retries=3, backoff=0.05)
+    try:
+        img = await pull_image(store=_store(tmp_path), client=c,
+                               image=f"127.0.0.1:{port}/library/busybox:latest")
+    finally:
+        await c.close()
+        await runner.cleanup()
+    assert cuts and img.id == _config_digest(busybox_layout)
+    assert (img.layer_dirs[0] / "bin/busybox").is_file()

@@ -1,1 +1,2 @@
-
+"""Images of `kubenode runtime`: references, registry client, content store, unpack,
+CRI ImageService, and the `kubenode image` command."""

@@ -242,19 +242,33 @@ class RegistryClient:
     # ---- blobs -----------------------------------------------------------------------
     async def fetch_blob(self, ref: Reference, desc: oci.Descriptor, dest: Path, *,
                          endpoint: str, creds: Credentials | None = None) -> str:
-        """Stream blob to dest, checking size and digest; returns the digest."""
+        """Stream blob to dest, checking size and digest; returns the digest. A transfer
+        cut half-way is retried from the start (with backoff) like a refused connection."""
         url = f"{endpoint}/v2/{ref.path}/blobs/{desc.digest}"
-        h = hashlib.sha256()
-        n = 0
-        async with self.request("GET", url, repository=ref.path, creds=creds) as resp:
-            with dest.open("wb") as f:
-                async for chunk in resp.content.iter_chunked(1 << 20):
-                    n += len(chunk)
-                    if desc.size and n > desc.size:
-                        raise oci.DigestMismatch(f"blob {desc.digest} of {ref.name} is larger "
-                                                 f"than its descriptor size {desc.size}")
-                    h.update(chunk)
-                    f.write(chunk)
+        attempt = 0
+        while True:
+            h = hashlib.sha256()
+            n = 0
+            try:
+                async with self.request("GET", url, repository=ref.path, creds=creds) as resp:
+                    with dest.open("wb") as f:
+                        async for chunk in resp.content.iter_chunked(1 << 20):
+                            n += len(chunk)
+                            if desc.size and n > desc.size:
+                                raise oci.DigestMismatch(
+                                    f"blob {desc.digest} of {ref.name} is larger than its "
+                                    f"descriptor size {desc.size}")
+                            h.update(chunk)
+                            f.write(chunk)
+                break
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError,
+                    TimeoutError) as err:
+                attempt += 1
+                if attempt > self.retries:
+                    raise RegistryUnavailable(f"registry {endpoint}: download of blob "
+                                              f"{desc.digest} failed: {_reason(err)}") from None
+                log.info("retrying blob download digest=%s err=%s", desc.digest, err)
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         got = "sha256:" + h.hexdigest()
         if got != desc.digest:
             raise oci.DigestMismatch(f"digest mismatch for blob {desc.digest} of {ref.name}: "

@@ -3,16 +3,23 @@ unpacked dir per layer, keyed by diff id) and image records, all under <root>/im
 
 Layout:
   <root>/images/blobs/sha256/<hex>      verified content (manifests, configs, layers)
-  <root>/images/ingest/<random>         downloads in progress (wiped on start)
+  <root>/images/ingest/<random>         downloads in progress
   <root>/images/snapshots/<diffid hex>  unpacked layer = an overlayfs lowerdir
-  <root>/images/snapshots/.tmp-*        unpacks in progress (wiped on start)
-  <root>/images/images.json             image records, written atomically under a flock
+  <root>/images/snapshots/.tmp-*        unpacks in progress
+  <root>/images/images.json             image records, written atomically under images.lock
+  <root>/images/users.lock              shared flock held by every process using the store
+
+Lifecycle: start() -> (get/list/ingest/unpack/add/remove)* -> close(). The first user
+(nobody else holds users.lock) wipes half-done downloads/unpacks of dead processes and
+re-unpacks lost snapshots; later users (`kubenode image import` next to a running
+runtime) leave them alone. Records are reloaded when images.json changes on disk.
 
 Contract (used by the RuntimeService): `await store.get(ref_or_id)` -> `Image | None` for
 a tag reference (`busybox`, `docker.io/library/busybox:latest`), a repo digest
 (`name@sha256:...`) or an image id (`sha256:<config digest>`). `Image.layer_dirs` are
 bottom layer first. Content is written once per digest even under concurrent pulls
-(in-flight futures keyed by digest); a blob is only kept after its digest checked out."""
+(in-flight tasks keyed by digest); a blob is only kept after its digest checked out.
+A pull holds a lease on its digests; a failed pull discards what no image uses."""
 
 from __future__ import annotations
 
@@ -33,10 +40,6 @@ from kubenode.runtime.images import oci, reference, unpack
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ImageStoreError(Exception):
-    """A store operation failed; the message says why in user terms."""
 
 
 @dataclass(kw_only=True)
