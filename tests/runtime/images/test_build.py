@@ -118,3 +118,37 @@ def test_pause_binary_reaps_and_stops(tmp_path: Path, pause_layout: BuiltLayout)
     time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
+
+
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.root
+def test_pause_reaps_orphans_as_pid1(tmp_path: Path, pause_layout: BuiltLayout) -> None:
+    """pause as PID 1 of a PID namespace adopts orphans and reaps them (no zombies)."""
+    _unpack_into(pause_layout, tmp_path / "root")
+    pause = tmp_path / "root" / "pause"
+    if pause.read_bytes()[:4] != b"\x7fELF":
+        pytest.skip("shell pause (no static gcc)")
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", str(pause)])
+    try:
+        deadline = time.monotonic() + 10
+        while not _children(outer.pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        [pid1] = _children(outer.pid)
+        subprocess.run(["nsenter", "-t", str(pid1), "-p", "--", "/bin/busybox", "sh", "-c",
+                        "/bin/busybox sleep 0.3 & exit 0"], check=True)
+        orphans = _children(pid1)
+        assert len(orphans) == 1  # the sleep, adopted by pause
+        deadline = time.monotonic() + 10
+        while _children(pid1):  # a zombie would stay a child until reaped
+            assert time.monotonic() < deadline, "pause left a zombie"
+            time.sleep(0.05)
+        os.kill(pid1, signal.SIGTERM)
+        assert outer.wait(timeout=10) == 0
+    finally:
+        if outer.poll() is None:
+            outer.kill()
+            outer.wait(10)
