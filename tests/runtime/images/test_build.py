@@ -100,12 +100,12 @@ def test_pause_exits_zero_on_sigterm(pause_layout: BuiltLayout,
             time.sleep(0.05)
         time.sleep(0.2)  # let it install its handlers
         subprocess.run(["runc", "kill", runc_bundle.id, "TERM"], check=True)
-        proc.wait(timeout=20)
+        proc.communicate(timeout=20)
         assert proc.returncode == 0
     finally:
         if proc.poll() is None:
             subprocess.run(["runc", "kill", runc_bundle.id, "KILL"], check=False)
-            proc.wait(10)
+        proc.communicate(timeout=10)
 
 
 def test_pause_binary_reaps_and_stops(tmp_path: Path, pause_layout: BuiltLayout) -> None:
