@@ -26,6 +26,12 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--node-monitor-grace-period", type=float, default=50.0)
+    p.add_argument("--controllers", default="*",
+                   help="controllers to run: '*' all, 'name' enables, '-name' disables "
+                        "(comma-separated, as kube-controller-manager)")
+    p.add_argument("--disable-controller-manager", action="store_true",
+                   help="run no controllers")
+    p.add_argument("--disable-scheduler", action="store_true", help="run no scheduler")
     p.add_argument("--token-auth-file", help="static bearer tokens: token,user,uid,\"g1,g2\"")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between storage compactions")

@@ -5,13 +5,10 @@ run the real `kubectl` against it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +18,7 @@ import pytest
 
 from kubenode.client import ApiClient, load_kubeconfig
 from tests.controllers.simkubelet import SimKubelet
+from tests.fixtures.apiserver import APIServerProcess, start_api_server
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -33,16 +31,35 @@ class Cluster:
     kubeconfig: str
     sim: SimKubelet
 
-    async def kubectl(self, *args: str, check: bool = True, limit: float = 60) -> str:
+    async def kubectl(self, *args: str, check: bool = True, limit: float = 60,
+                      stdin: str | None = None) -> str:
         exe = shutil.which("kubectl") or "kubectl"
         proc = await asyncio.create_subprocess_exec(
             exe, "--kubeconfig", self.kubeconfig, *args, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, "KUBECONFIG": self.kubeconfig})
-        out, err = await asyncio.wait_for(proc.communicate(), limit)
+            stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE,
+            env={**os.environ, "KUBECONFIG": self.kubeconfig})
+        out, err = await asyncio.wait_for(
+            proc.communicate(stdin.encode() if stdin is not None else None), limit)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): "
                                  f"{err.decode()}{out.decode()}")
         return out.decode() + ("" if check else err.decode())
+
+
+def deployment_manifest(name: str, ns: str, image: str, replicas: int = 1) -> str:
+    """What `kubectl create deployment NAME --image=IMAGE` makes, as a manifest (that
+    command sends protobuf, which kubenode server does not read)."""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: busybox, image: "{image}"}}]
+"""
 
 
 async def wait_for(fn: Callable[[], Awaitable[T]], *, limit: float = 20.0,
@@ -63,66 +80,25 @@ async def wait_for(fn: Callable[[], Awaitable[T]], *, limit: float = 20.0,
         await asyncio.sleep(interval)
 
 
-@dataclass
-class ServerProcess:
-    url: str
-    kubeconfig: Path
-    data_dir: Path
-    proc: subprocess.Popen[bytes]
+@contextlib.contextmanager
+def server_process() -> Iterator[APIServerProcess]:
+    """`kubenode server` (tests/fixtures/apiserver.py) with its scheduler and
+    controllers and a short node grace period, in a temp dir on a random port."""
+    with tempfile.TemporaryDirectory(prefix="kn-ctrl-") as tmp, start_api_server(
+            Path(tmp), extra_args=["--node-monitor-grace-period", str(GRACE)],
+            control_plane=True) as server:
+        yield server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def control_plane_server() -> Iterator[ServerProcess]:
-    """`kubenode server` with its scheduler and controllers, a short node grace period,
-    in a temp dir on a random port; stopped and removed afterwards."""
-    data_dir = Path(tempfile.mkdtemp(prefix="kn-ctrl-"))
-    port = _free_port()
-    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kubenode", "server", "--data-dir", str(data_dir),
-         "--bind-address", "127.0.0.1", "--secure-port", str(port),
-         "--node-monitor-grace-period", str(GRACE)],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    kubeconfig = data_dir / "kubeconfig.yaml"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("kubenode server exited: "
-                                   + (data_dir / "server.log").read_text()[-3000:])
-            if kubeconfig.exists() and _ready(port):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("kubenode server not ready: "
-                                   + (data_dir / "server.log").read_text()[-3000:])
-            time.sleep(0.1)
-        yield ServerProcess(url=f"https://127.0.0.1:{port}", kubeconfig=kubeconfig,
-                            data_dir=data_dir, proc=proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _ready(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+@pytest.fixture(scope="module")
+def control_plane_server() -> Iterator[APIServerProcess]:
+    """One server per test module (tests use their own namespaces and nodes)."""
+    with server_process() as server:
+        yield server
 
 
 @pytest.fixture
-async def cluster(control_plane_server: ServerProcess) -> AsyncIterator[Cluster]:
+async def cluster(control_plane_server: APIServerProcess) -> AsyncIterator[Cluster]:
     kubeconfig = str(control_plane_server.kubeconfig)
     client = ApiClient(load_kubeconfig(kubeconfig))
     try:

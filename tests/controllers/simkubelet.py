@@ -49,6 +49,9 @@ class SimKubelet:
         for t in [*self._main, *self.tasks]:
             t.cancel()
         await asyncio.gather(*self._main, *self.tasks, return_exceptions=True)
+        for name in self.nodes:  # the next test must not schedule onto our dead nodes
+            with contextlib.suppress(ApiError):
+                await self.client.delete("nodes", name)
 
     async def add_node(self, name: str, *, cpu: str = "2", memory: str = "4Gi", pods: str = "110",
                        labels: dict[str, str] | None = None,

@@ -30,7 +30,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def run(config: ServerConfig) -> None:
+async def run(config: ServerConfig, args: argparse.Namespace | None = None) -> None:
     server = APIServer(config=config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -41,7 +41,9 @@ async def run(config: ServerConfig) -> None:
     print(f"kubenode server ready: https://{config.bind_address}:{server.port} "
           f"kubeconfig={server.kubeconfig_path}", flush=True)
     try:
-        await stop.wait()
+        from kubenode.server.controllers.manager import start_control_plane
+        async with start_control_plane(args, server.kubeconfig_path, server.pki.dir, stop):
+            await stop.wait()
     finally:
         await server.stop()
 
@@ -49,5 +51,5 @@ async def run(config: ServerConfig) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config))
+        asyncio.run(run(config, args))
     return 0

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from kubenode.client import ApiClient
+from kubenode.client import ApiClient, load_kubeconfig
 from kubenode.server.controllers.api import Api, Informers
 from kubenode.server.controllers.certificates import CSRController
 from kubenode.server.controllers.controller import Controller
@@ -176,3 +177,37 @@ async def run_control_plane(
         if scheduler:
             loops.append(Scheduler(api=api, informers=shared))
         await run_loops(loops, stop)
+
+
+@contextlib.asynccontextmanager
+async def start_control_plane(args: Any, kubeconfig: Path, pki_dir: Path,
+                              stop: asyncio.Event) -> AsyncIterator[None]:
+    """For `kubenode server`'s main: run the scheduler and controllers (as its flags say)
+    in the background against the server's admin kubeconfig; on exit, stop and wait."""
+    if args is None:
+        yield
+        return
+    controllers = ([] if getattr(args, "disable_controller_manager", False)
+                   else [getattr(args, "controllers", "*")])
+    scheduler = not getattr(args, "disable_scheduler", False)
+    if not controllers and not scheduler:
+        yield
+        return
+    options = ControllerOptions(
+        controllers=controllers,
+        node_monitor_grace_period=float(getattr(args, "node_monitor_grace_period", 50.0)),
+        pki_dir=str(pki_dir))
+    client = ApiClient(load_kubeconfig(kubeconfig))
+    task = asyncio.create_task(run_control_plane(client=client, stop=stop, options=options,
+                                                 scheduler=scheduler), name="control-plane")
+    try:
+        yield
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except TimeoutError:
+            log.warning("control plane did not stop in 10s")
+        except Exception:
+            log.exception("control plane failed")
+        await client.close()
