@@ -23,6 +23,7 @@ GW = "10.42.200.1"
 OFF_GW = "10.42.201.1"
 SERVICE_CIDR = "10.43.200.0/24"
 HOST_VIP = "10.43.200.11"
+EXTERNAL_CIDR = "10.43.201.0/24"  # external and load-balancer IPs of test services
 
 CGI = """#!/bin/sh
 echo "Content-Type: text/plain"
@@ -78,6 +79,7 @@ class NetEnv:
         sh("ip", "tuntap", "add", self.dummy, "mode", "tun")
         sh("ip", "link", "set", self.dummy, "up")
         sh("ip", "route", "add", SERVICE_CIDR, "dev", self.dummy, "src", GW)
+        sh("ip", "route", "add", EXTERNAL_CIDR, "dev", self.dummy, "src", GW)
         Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/send_redirects").write_text("0")
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 

@@ -190,3 +190,22 @@ async def test_terminating_endpoints_only_without_ready_ones(proxy: Harness,
     proxy.slice(eps("term", [ep(B, ready=False, serving=False, terminating=True)]))
     await proxy.sync()
     assert client.http(f"http://{vip}/") == ["refused"]
+
+
+async def test_external_and_load_balancer_ips(proxy: Harness, netenv: NetEnv) -> None:
+    vip, ext, lb = "10.43.200.20", "10.43.201.20", "10.43.201.21"
+    s = svc("pub", vip, {"name": "http", "port": 80, "protocol": "TCP",
+                         "nodePort": 30000 + (int(proxy.tag, 16) + 13) % 2700},
+            type="LoadBalancer", externalIPs=[ext])
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": lb}]}}
+    proxy.service(s)
+    proxy.slice(eps("pub", [ep(B), ep(C)]))
+    await proxy.sync()
+    for ip in (ext, lb):
+        results = netenv.pods["outside"].http(f"http://{ip}/cgi-bin/who", 10)
+        assert set(who(results)) <= {"b", "c"} and len(results) == 10, (ip, results)
+        # external traffic with policy Cluster is masqueraded
+        assert {r.split()[1] for r in results} <= {"10.42.200.1", "10.42.201.1"}, results
+    proxy.slice(eps("pub", []))
+    await proxy.sync()
+    assert netenv.pods["outside"].http(f"http://{ext}/") == ["refused"]
