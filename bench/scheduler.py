@@ -17,11 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,63 +112,18 @@ class _NoEvents:
         return {}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def server(n_pods: int, n_nodes: int) -> tuple[float, list[float]]:
-    tmp = Path(tempfile.mkdtemp(prefix="kn-bench-sched-"))
-    port = _free_port()
-    with open(tmp / "server.log", "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubenode",
-                "server",
-                "--data-dir",
-                str(tmp),
-                "--secure-port",
-                str(port),
-                "--bind-address",
-                "127.0.0.1",
-            ],
-            env=os.environ.copy(),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        return asyncio.run(_server(tmp, n_pods, n_nodes))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+    from tests.fixtures.apiserver import start_api_server
+
+    with tempfile.TemporaryDirectory(prefix="kn-bench-sched-") as tmp, start_api_server(
+            Path(tmp), control_plane=True) as srv:
+        return asyncio.run(_server(srv.kubeconfig, n_pods, n_nodes))
 
 
-async def _server(tmp: Path, n_pods: int, n_nodes: int) -> tuple[float, list[float]]:
+async def _server(kubeconfig: Path, n_pods: int, n_nodes: int) -> tuple[float, list[float]]:
     from kubenode.client import ApiClient, load_kubeconfig
 
-    kubeconfig = tmp / "kubeconfig.yaml"
-    client = None
-    for _ in range(300):
-        if kubeconfig.exists():
-            try:
-                client = ApiClient(load_kubeconfig(kubeconfig))
-                await client.request("GET", "/readyz")
-                break
-            except Exception:
-                if client is not None:
-                    await client.close()
-                client = None
-        await asyncio.sleep(0.1)
-    if client is None:
-        raise RuntimeError(f"kubenode server did not start; see {tmp / 'server.log'}")
+    client = ApiClient(load_kubeconfig(kubeconfig))
     async with client:
         for i in range(n_nodes):
             await client.create("nodes", node_obj(i))
