@@ -200,3 +200,37 @@ def test_auth_can_i_and_whoami(server: APIServerProcess) -> None:
                           kubectl=KUBECTL_127).stdout.strip() == "yes"
     assert server.kubectl("auth", "can-i", "get", "nodes", "--as=someone",
                           kubectl=KUBECTL_127, check=False).stdout.strip() == "no"
+
+
+@pytest.mark.parametrize("kubectl", ["kubectl", KUBECTL_133])
+def test_protobuf_bodies_from_kubectl_create_and_auth(server: APIServerProcess,
+                                                      kubectl: str) -> None:
+    """kubectl >= 1.32 sends typed objects as application/vnd.kubernetes.protobuf."""
+    sfx = "132" if kubectl == "kubectl" else "133"
+    server.kubectl("create", "namespace", f"pb{sfx}", kubectl=kubectl)
+    server.kubectl("create", "configmap", "cm", "--from-literal=a=b", "-n", f"pb{sfx}",
+                   kubectl=kubectl)
+    server.kubectl("create", "secret", "generic", "s", "--from-literal=k=v", "-n", f"pb{sfx}",
+                   kubectl=kubectl)
+    server.kubectl("create", "deployment", "d", "--image=busybox", "--replicas=2",
+                   "--port=80", "-n", f"pb{sfx}", kubectl=kubectl)
+    server.kubectl("create", "service", "nodeport", "np", "--tcp=80:8080", "-n", f"pb{sfx}",
+                   kubectl=kubectl)
+    cm = _json(server, "get", "configmap", "cm", "-n", f"pb{sfx}")
+    assert cm["data"] == {"a": "b"}
+    secret = _json(server, "get", "secret", "s", "-n", f"pb{sfx}")
+    assert secret["data"] == {"k": "dg=="}
+    dep = _json(server, "get", "deployment", "d", "-n", f"pb{sfx}")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "busybox" and c["ports"][0]["containerPort"] == 80
+    svc = _json(server, "get", "service", "np", "-n", f"pb{sfx}")
+    assert svc["spec"]["ports"][0]["targetPort"] == 8080
+    assert server.kubectl("auth", "can-i", "create", "pods",
+                          kubectl=kubectl).stdout.strip() == "yes"
+    r = server.kubectl("auth", "can-i", "get", "nodes", "--as=bob", kubectl=kubectl,
+                       check=False)
+    assert r.stdout.strip() == "no"
+    who = server.kubectl("auth", "whoami", kubectl=kubectl).stdout
+    assert "admin" in who and "system:masters" in who

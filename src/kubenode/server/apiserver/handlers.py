@@ -23,7 +23,7 @@ from kubenode.api import errors
 from kubenode.api.fields import parse_field_selector
 from kubenode.api.labels import parse_selector
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
-from kubenode.server.apiserver import tables
+from kubenode.server.apiserver import protobuf, tables
 from kubenode.server.apiserver.authn import UserInfo
 from kubenode.server.apiserver.registry.decode import prune_unknown
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
@@ -106,9 +106,17 @@ async def read_body(request: web.Request) -> Any:
         return None
     ctype = request.content_type
     if "protobuf" in ctype:
+        source = request.app.get("protobuf")
+        if source is not None:
+            try:
+                return await asyncio.to_thread(protobuf.decode_body, source, raw)
+            except protobuf.NoDescriptorsError:
+                pass
+            except (ValueError, LookupError) as err:
+                raise errors.bad_request(f"error decoding protobuf body: {err}") from err
         raise errors.unsupported_media_type(
-            'the body of the request was in an unknown format - accepted media types '
-            'include: application/json, application/yaml')
+            "the body of the request was in an unknown format - accepted media types "
+            "include: application/json, application/yaml")
     try:
         if "yaml" in ctype:
             return yaml.safe_load(raw)

@@ -162,6 +162,8 @@ class APIServer:
         app = web.Application(client_max_size=handlers.MAX_BODY + 1024,
                               middlewares=[self._middleware])
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        from kubenode.server.apiserver.protobuf import DescriptorSource
+        app["protobuf"] = DescriptorSource()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()

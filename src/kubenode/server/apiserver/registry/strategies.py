@@ -74,6 +74,8 @@ class WorkloadStrategy(Strategy):
         if kind in ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"):
             spec.setdefault("replicas", 1)
         if kind == "Deployment":
+            if not spec.get("strategy"):
+                spec.pop("strategy", None)
             spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
                 "maxUnavailable": "25%", "maxSurge": "25%"}})
             spec.setdefault("revisionHistoryLimit", 10)
