@@ -74,7 +74,11 @@ def _proto(p: str) -> str:
 
 
 def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
-                  service_cidrs: list[str], masquerade_all: bool = False) -> Ruleset:
+                  service_cidrs: list[str], masquerade_all: bool = False,
+                  cache: dict[ServiceView, Ruleset] | None = None) -> Ruleset:
+    """The whole desired table. `cache` (ServiceView -> its fragment) lets a sync reuse
+    the rules of every service port that did not change (views are immutable values)."""
+    fresh: dict[ServiceView, Ruleset] = {}
     rs = Ruleset()
     ch = rs.chains
     for name in BASE_CHAINS:
@@ -109,89 +113,111 @@ def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
         rs.maps[m] = {}
 
     for v in views:
-        info = v.info
-        proto = _proto(info.protocol)
-        port_name = v.name.port or f"p{info.port}"
-        suffix = f"{v.hash(8)}-{v.name.namespace}/{v.name.name}/{proto}/{port_name}"
-        svc_chain = f"service-{suffix}"
-        ext_chain = f"external-{suffix}"
-        rs.cluster_ips.add(info.cluster_ip)
-        cluster_key = f"{info.cluster_ip} . {proto} . {info.port}"
-        ext_keys = [f"{ip} . {proto} . {info.port}"
-                    for ip in (*info.external_ips, *info.load_balancer_ips)]
-        np_key = f"{proto} . {info.node_port}" if info.node_port else None
-
-        if not v.any_endpoints:
-            rs.maps["no-endpoint-services"][cluster_key] = "goto reject-chain"
-            for k in ext_keys:
-                rs.maps["no-endpoint-services"][k] = "goto reject-chain"
-            if np_key:
-                rs.maps["no-endpoint-nodeports"][np_key] = "goto reject-chain"
-            continue
-
-        aff_t = info.session_affinity_timeout
-        ep_chains: dict[tuple[str, int], str] = {}
-        for ep in {*v.cluster, *v.local}:
-            ep_name = f"endpoint-{suffix}__{ep.ip}/{ep.port}"[:250]
-            ep_chains[(ep.ip, ep.port)] = ep_name
-            rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
-            if info.session_affinity_timeout:
-                aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
-                rs.sets[aff] = (f"type ipv4_addr; flags dynamic,timeout; "
-                                f"timeout {info.session_affinity_timeout}s;")
-                rules.append(f"update @{aff} {{ ip saddr }}")
-            rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
-            ch[ep_name] = rules
-
-        if v.internal:
-            rules = []
-            if masquerade_all:
-                rules.append("jump mark-for-masquerade")
-            elif cluster_cidr:
-                rules.append(f"ip daddr {info.cluster_ip} ip saddr != {cluster_cidr} "
-                             "jump mark-for-masquerade")
-            _balance([ep_chains[(e.ip, e.port)] for e in v.internal], aff_t, rules)
-            ch[svc_chain] = rules
-            rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
-        else:  # iTP Local without local endpoints
-            rs.maps["no-endpoint-services"][cluster_key] = "drop"
-
-        if not info.externally_accessible:
-            continue
-        if not v.external:
-            for k in ext_keys:
-                rs.maps["no-endpoint-services"][k] = "drop"
-            if np_key:
-                rs.maps["no-endpoint-nodeports"][np_key] = "drop"
-            continue
-        ext: list[str] = []
-        if info.external_policy_local:
-            local_chain = f"local-{suffix}"
-            lrules: list[str] = []
-            _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, lrules)
-            ch[local_chain] = lrules
-            if v.cluster and v.internal and not info.internal_policy_local:
-                if cluster_cidr:
-                    ext.append(f"ip saddr {cluster_cidr} goto {svc_chain}")
-                ext.append("fib saddr type local jump mark-for-masquerade")
-                ext.append(f"fib saddr type local goto {svc_chain}")
-            ext.append(f"goto {local_chain}")
-        else:
-            ext.append("jump mark-for-masquerade")
-            if v.internal and not info.internal_policy_local:
-                ext.append(f"goto {svc_chain}")
-            else:
-                cl = f"cluster-{suffix}"
-                crules: list[str] = []
-                _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, crules)
-                ch[cl] = crules
-                ext.append(f"goto {cl}")
-        ch[ext_chain] = ext
-        for k in ext_keys:
-            rs.maps["service-ips"][k] = f"goto {ext_chain}"
-        if np_key:
-            rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
+        frag = cache.get(v) if cache is not None else None
+        if frag is None:
+            frag = Ruleset()
+            _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
+        if cache is not None:
+            fresh[v] = frag
+        ch.update(frag.chains)
+        rs.sets.update(frag.sets)
+        rs.cluster_ips |= frag.cluster_ips
+        for m, elems in frag.maps.items():
+            rs.maps[m].update(elems)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     return rs
+
+
+def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
+                   masquerade_all: bool) -> None:
+    """The chains, sets and map elements of one service port."""
+    ch = rs.chains
+    for m in MAPS:
+        rs.maps.setdefault(m, {})
+    info = v.info
+    proto = _proto(info.protocol)
+    port_name = v.name.port or f"p{info.port}"
+    suffix = f"{v.hash(8)}-{v.name.namespace}/{v.name.name}/{proto}/{port_name}"
+    svc_chain = f"service-{suffix}"
+    ext_chain = f"external-{suffix}"
+    rs.cluster_ips.add(info.cluster_ip)
+    cluster_key = f"{info.cluster_ip} . {proto} . {info.port}"
+    ext_keys = [f"{ip} . {proto} . {info.port}"
+                for ip in (*info.external_ips, *info.load_balancer_ips)]
+    np_key = f"{proto} . {info.node_port}" if info.node_port else None
+
+    if not v.any_endpoints:
+        rs.maps["no-endpoint-services"][cluster_key] = "goto reject-chain"
+        for k in ext_keys:
+            rs.maps["no-endpoint-services"][k] = "goto reject-chain"
+        if np_key:
+            rs.maps["no-endpoint-nodeports"][np_key] = "goto reject-chain"
+        return
+
+    aff_t = info.session_affinity_timeout
+    ep_chains: dict[tuple[str, int], str] = {}
+    for ep in {*v.cluster, *v.local}:
+        ep_name = f"endpoint-{suffix}__{ep.ip}/{ep.port}"[:250]
+        ep_chains[(ep.ip, ep.port)] = ep_name
+        rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
+        if info.session_affinity_timeout:
+            aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
+            rs.sets[aff] = (f"type ipv4_addr; flags dynamic,timeout; "
+                            f"timeout {info.session_affinity_timeout}s;")
+            rules.append(f"update @{aff} {{ ip saddr }}")
+        rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
+        ch[ep_name] = rules
+
+    if v.internal:
+        rules = []
+        if masquerade_all:
+            rules.append("jump mark-for-masquerade")
+        elif cluster_cidr:
+            rules.append(f"ip daddr {info.cluster_ip} ip saddr != {cluster_cidr} "
+                         "jump mark-for-masquerade")
+        _balance([ep_chains[(e.ip, e.port)] for e in v.internal], aff_t, rules)
+        ch[svc_chain] = rules
+        rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
+    else:  # iTP Local without local endpoints
+        rs.maps["no-endpoint-services"][cluster_key] = "drop"
+
+    if not info.externally_accessible:
+        return
+    if not v.external:
+        for k in ext_keys:
+            rs.maps["no-endpoint-services"][k] = "drop"
+        if np_key:
+            rs.maps["no-endpoint-nodeports"][np_key] = "drop"
+        return
+    ext: list[str] = []
+    if info.external_policy_local:
+        local_chain = f"local-{suffix}"
+        lrules: list[str] = []
+        _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, lrules)
+        ch[local_chain] = lrules
+        if v.cluster and v.internal and not info.internal_policy_local:
+            if cluster_cidr:
+                ext.append(f"ip saddr {cluster_cidr} goto {svc_chain}")
+            ext.append("fib saddr type local jump mark-for-masquerade")
+            ext.append(f"fib saddr type local goto {svc_chain}")
+        ext.append(f"goto {local_chain}")
+    else:
+        ext.append("jump mark-for-masquerade")
+        if v.internal and not info.internal_policy_local:
+            ext.append(f"goto {svc_chain}")
+        else:
+            cl = f"cluster-{suffix}"
+            crules: list[str] = []
+            _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, crules)
+            ch[cl] = crules
+            ext.append(f"goto {cl}")
+    ch[ext_chain] = ext
+    for k in ext_keys:
+        rs.maps["service-ips"][k] = f"goto {ext_chain}"
+    if np_key:
+        rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
 
 
 def _balance(names: list[str], affinity: int, chain: list[str]) -> None:
@@ -297,6 +323,7 @@ class NftablesBackend:
         self.service_cidrs = list(service_cidrs or [])
         self.masquerade_all = masquerade_all
         self._applied: Ruleset | None = None
+        self._cache: dict[ServiceView, Ruleset] = {}
         self.last_script = ""
 
     async def _existing(self) -> tuple[set[str], set[str]]:
@@ -318,7 +345,7 @@ class NftablesBackend:
     async def sync(self, views: list[ServiceView], *, full: bool) -> int:
         desired = build_ruleset(views, cluster_cidr=self.cluster_cidr,
                                 service_cidrs=self.service_cidrs,
-                                masquerade_all=self.masquerade_all)
+                                masquerade_all=self.masquerade_all, cache=self._cache)
         applied = None if full else self._applied
         chains, sets = (await self._existing()) if applied is None else (set(), set())
         script = render(self.table, desired, applied, chains, sets)
