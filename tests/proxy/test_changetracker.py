@@ -164,9 +164,11 @@ async def test_failed_sync_marks_unhealthy_and_forces_full_resync() -> None:
     health = ProxierHealth(now=lambda: clock[0], health_timeout=60)
     p = Proxier(backend=backend, node_name="n", conntrack=None,  # type: ignore[arg-type]
                 metrics=ProxyMetrics.create(), health=health, min_sync_period=30)
+    p.on_service_add(svc("a", "10.43.0.1"))
+    await p.sync()
+    assert backend.calls == []  # informers not synced yet: rules stay as they are
     p.on_services_synced()
     p.on_endpointslices_synced()
-    p.on_service_add(svc("a", "10.43.0.1"))
     await p.sync()
     assert backend.calls == [True] and health.healthy()
     p.on_service_add(svc("b", "10.43.0.2"))

@@ -45,6 +45,9 @@ def feed(h: Harness, n: int) -> None:
                       if i == 0 else "None"))
         h.slice(eps(f"svc-{i}", [ep("10.42.200.11"), ep("10.42.200.12")]))
     h.service(svc("lonely", "10.43.200.99"))
+    # SCTP (no SCTP in some test kernels: the rules must still load)
+    h.service(svc("sctp", "10.43.200.98", {"name": "s", "port": 9, "protocol": "SCTP"}))
+    h.slice(eps("sctp", [ep("10.42.200.11")], {"name": "s", "port": 99, "protocol": "SCTP"}))
 
 
 async def test_restart_partial_sync_and_cleanup(proxy: Harness, netenv: NetEnv) -> None:

@@ -152,7 +152,11 @@ class Proxier:
     # -- sync -------------------------------------------------------------------------
 
     async def sync(self) -> None:
-        """syncProxyRules: never raises (failures are logged, counted, retried)."""
+        """syncProxyRules: never raises (failures are logged, counted, retried). Does
+        nothing until both informers have synced: an empty rule set written at startup
+        would cut every service off until the caches fill."""
+        if not self.initialized:
+            return
         try:
             await self._sync()
         except Exception:
