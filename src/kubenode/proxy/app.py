@@ -100,7 +100,12 @@ class ProxyServer:
                 continue
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as err:  # as upstream: the proxy keeps proxying without it
+                log.error("cannot listen address=%s:%s err=%s", host, port, err)
+                await runner.cleanup()
+                continue
             runners.append(runner)
         return runners
 
