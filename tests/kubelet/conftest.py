@@ -69,7 +69,7 @@ def make_pod(name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[s
             "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4()),
                          "resourceVersion": "1"},
             "spec": {"containers": containers, "restartPolicy": "Always",
-                     "terminationGracePeriodSeconds": 5, **spec}}
+                     "terminationGracePeriodSeconds": 2, **spec}}
 
 
 async def wait_for(cond: Callable[[], Any], secs: float = 30.0, what: str = "") -> Any:

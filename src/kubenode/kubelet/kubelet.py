@@ -200,6 +200,9 @@ class Kubelet:
                 api_status.update(phase="Failed", reason="DeadlineExceeded", message=msg)
                 self.status_manager.set_pod_status(pod, api_status)
                 return True
+            # come back when the deadline passes rather than at the next resync
+            asyncio.get_running_loop().call_later(
+                int(deadline) - (self.now() - started) + 0.1, self._wake, uid)
         if _terminal_phase(api_status):
             self.status_manager.set_pod_status(pod, api_status)
             return True
