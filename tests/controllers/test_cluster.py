@@ -3,8 +3,10 @@ Lease objects written here, pods made Running by a simulated kubelet) and real k
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -332,3 +334,94 @@ async def test_cascading_deletion(cluster: Cluster, mode: str) -> None:
 
 async def _count(fn: Any, n: int) -> bool:
     return len(await fn()) == n
+
+
+async def test_namespace_gets_default_serviceaccount_and_root_ca(cluster: Cluster) -> None:
+    c = cluster
+    ns = await namespace(c, "sa")
+    sa = await wait_for(lambda: c.client.get("serviceaccounts", "default", namespace=ns),
+                        what="default service account")
+    assert sa["metadata"]["name"] == "default"
+    cm = await wait_for(lambda: c.client.get("configmaps", "kube-root-ca.crt", namespace=ns),
+                        what="kube-root-ca.crt")
+    ca = (Path(c.kubeconfig).parent / "pki" / "ca.crt").read_text()
+    assert cm["data"]["ca.crt"] == ca
+    await c.client.delete("serviceaccounts", "default", namespace=ns)
+    await wait_for(lambda: c.client.get("serviceaccounts", "default", namespace=ns),
+                   what="default service account recreated")
+
+
+async def test_statefulset_ordered_stable_names(cluster: Cluster) -> None:
+    c = cluster
+    ns = await namespace(c, "sts")
+    await c.sim.add_node(f"{ns}-n")
+    manual = "sim.kubenode.io/manual"
+    await c.client.create("statefulsets", {"metadata": {"name": "db"}, "spec": {
+        "replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db", manual: "1"}},
+                     "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}},
+        namespace=ns)
+
+    async def names() -> list[str]:
+        return sorted(p["metadata"]["name"]
+                      for p in (await c.client.list("pods", namespace=ns))["items"])
+    assert await wait_for(names, what="db-0") == ["db-0"]
+    for i in range(3):  # each ordinal waits for the previous to be Running and Ready
+        await wait_for(lambda i=i: _bound(c, ns, f"db-{i}"), what=f"db-{i} bound")
+        assert await names() == [f"db-{j}" for j in range(i + 1)]
+        await c.client.patch("pods", f"db-{i}", {"status": {
+            "phase": "Running", "podIP": f"10.42.97.{i + 2}",
+            "conditions": [{"type": "Ready", "status": "True"}]}},
+            namespace=ns, subresource="status")
+        if i < 2:
+            await wait_for(lambda i=i: _has(names, f"db-{i + 1}"), what=f"db-{i + 1}")
+    pod = await c.client.get("pods", "db-1", namespace=ns)
+    assert pod["spec"]["hostname"] == "db-1" and pod["spec"]["subdomain"] == "db"
+    assert pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] == "db-1"
+    out = await c.kubectl("rollout", "status", "statefulset/db", "-n", ns, "--timeout=30s",
+                          limit=40)
+    assert "partitioned roll out complete" in out or "rolling update complete" in out
+
+
+async def _bound(c: Cluster, ns: str, name: str) -> bool:
+    p = await c.client.get("pods", name, namespace=ns)
+    return bool(p["spec"].get("nodeName"))
+
+
+async def _has(fn: Any, item: str) -> bool:
+    return item in await fn()
+
+
+async def test_kubelet_client_csr_signed_by_cluster_ca(cluster: Cluster) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    c = cluster
+    name = f"csr-{uuid.uuid4().hex[:6]}"
+    key = ec.generate_private_key(ec.SECP256R1())
+    req = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{name}")]))
+        .sign(key, hashes.SHA256()))
+    pem = req.public_bytes(serialization.Encoding.PEM)
+    await c.client.create("certificatesigningrequests", {
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {"signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                 "request": base64.b64encode(pem).decode(),
+                 "usages": ["digital signature", "client auth"]}})
+
+    async def issued() -> str | None:
+        obj = await c.client.get("certificatesigningrequests", name)
+        cert: str | None = (obj.get("status") or {}).get("certificate")
+        return cert
+    cert_b64 = await wait_for(issued, what="certificate issued")
+    out = await c.kubectl("get", "csr", name)
+    assert "Approved,Issued" in out
+    cert = x509.load_pem_x509_certificate(base64.b64decode(cert_b64))
+    ca = x509.load_pem_x509_certificate(
+        (Path(c.kubeconfig).parent / "pki" / "ca.crt").read_bytes())
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)

@@ -201,7 +201,11 @@ class CSRController(Controller):
             }
         )
         try:
-            await self.api.update(CSRS, new, subresource=subresource)
+            out = await self.api.update(CSRS, new, subresource=subresource)
+            if subresource == "approval" and get_condition(out.get("status"), ctype) is None:
+                # a server that takes /approval as a spec update: fall back to /status
+                new["metadata"]["resourceVersion"] = out["metadata"].get("resourceVersion")
+                await self.api.update(CSRS, new, subresource="status")
         except ApiError as err:
             if not err.conflict:
                 raise
