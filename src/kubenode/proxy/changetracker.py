@@ -70,6 +70,9 @@ class ServiceChangeTracker:
     def pending(self) -> bool:
         return bool(self._items)
 
+    def pending_count(self) -> int:
+        return len(self._items)
+
     def apply(self, service_map: ServicePortMap) -> ServiceUpdateResult:
         result = ServiceUpdateResult()
         for key, change in self._items.items():
@@ -153,6 +156,9 @@ class EndpointsChangeTracker:
 
     def pending(self) -> bool:
         return bool(self._items)
+
+    def pending_count(self) -> int:
+        return len(self._items)
 
     def apply(self, endpoints_map: EndpointsMap) -> EndpointsUpdateResult:
         result = EndpointsUpdateResult(trigger_times=dict(self._trigger))

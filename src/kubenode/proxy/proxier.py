@@ -107,6 +107,8 @@ class Proxier:
     # -- informer event handlers ------------------------------------------------------
 
     def _changed(self, pending: bool) -> None:
+        self.metrics.service_changes_pending.set(self.services.pending_count())
+        self.metrics.endpoint_changes_pending.set(self.endpoints.pending_count())
         if pending:
             self.health.queued()
             self.metrics.last_queued.set(self._now())
@@ -212,6 +214,8 @@ class Proxier:
         self.metrics.no_local_endpoints.labels("external").set(
             sum(1 for v in views if v.info.external_policy_local and v.any_endpoints
                 and not v.external))
+        for table, n in (getattr(self.backend, "rule_counts", None) or {}).items():
+            self.metrics.iptables_total.labels(table).set(n)
         self.health.updated()
         self.first_sync.set()
         log.debug("synced proxy rules backend=%s full=%s rules=%d elapsed=%.3fs",
