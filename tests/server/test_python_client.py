@@ -159,8 +159,10 @@ def test_pagination(api: client.ApiClient) -> None:
         token = page.metadata._continue
         if not token:
             break
-        assert page.metadata.remaining_item_count == 25 - len(names)
-    assert pages == 3 and names == sorted(f"cm-{i:02d}" for i in range(25))
+        assert page.metadata.remaining_item_count == 26 - len(names)
+    # every namespace also gets the kube-root-ca.crt ConfigMap
+    assert pages == 3
+    assert names == sorted([f"cm-{i:02d}" for i in range(25)] + ["kube-root-ca.crt"])
 
 
 def test_watch_events_and_resource_version(api: client.ApiClient) -> None:

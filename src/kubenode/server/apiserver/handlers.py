@@ -169,6 +169,8 @@ class ResourceHandler:
             return await self.binding(request, store, namespace, name)
         if info.subresource == "eviction":
             return await self.eviction(request, store, namespace, name, dry_run)
+        if info.subresource == "token":
+            return await self.token_request(request, store, namespace, name)
         if info.subresource == "finalize":
             verb = "update"
         if verb == "get":
@@ -434,6 +436,31 @@ class ResourceHandler:
         options = body.get("deleteOptions") or {}
         await store.delete(namespace, name, options=options, dry_run=dry_run)
         return json_response(success_status(), status=201)
+
+    async def token_request(self, request: web.Request, store: Store, namespace: str,
+                            name: str) -> web.Response:
+        """serviceaccounts/<name>/token: a TokenRequest answered with a signed JWT."""
+        body = await read_body(request) or {}
+        sa = await store.get(namespace, name)
+        spec = body.get("spec") or {}
+        expiration = int(spec.get("expirationSeconds") or 3600)
+        expiration = max(600, min(expiration, 48 * 3600))
+        pod: dict[str, str] | None = None
+        ref = spec.get("boundObjectRef") or {}
+        if ref.get("kind") == "Pod":
+            pod = {"name": ref.get("name", ""), "uid": ref.get("uid", "")}
+        token, exp = self.server.sa_tokens.issue(
+            namespace=namespace, name=name, uid=sa["metadata"].get("uid", ""),
+            audiences=spec.get("audiences") or None, expiration_seconds=expiration, pod=pod)
+        from kubenode.api.meta import format_time
+        out = {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+               "metadata": {"name": name, "namespace": namespace,
+                            "creationTimestamp": format_time(self.server.clock())},
+               "spec": dict(spec, expirationSeconds=expiration,
+                            audiences=spec.get("audiences") or [
+                                "https://kubernetes.default.svc.cluster.local"]),
+               "status": {"token": token, "expirationTimestamp": format_time(exp)}}
+        return json_response(out, status=201)
 
     # ------------------------------------------------------------------ watch
     async def watch(self, request: web.Request, res: ResourceInfo, store: Store,

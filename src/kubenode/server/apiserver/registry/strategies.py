@@ -199,9 +199,18 @@ class CSRStrategy(Strategy):
 
 class FinalizingNamespaceStore(Store):
     """DELETE of a namespace: phase Terminating, then its content is deleted in the
-    background and the namespace goes away (upstream namespace controller, inline)."""
+    background and the namespace goes away (upstream namespace controller, inline).
+    CREATE also makes what upstream controllers put in every namespace: the `default`
+    ServiceAccount and the `kube-root-ca.crt` ConfigMap."""
 
     server: APIServer | None = None
+
+    async def create(self, namespace: str, obj: dict[str, Any], *,
+                     dry_run: bool = False) -> dict[str, Any]:
+        out = await super().create(namespace, obj, dry_run=dry_run)
+        if not dry_run and self.server is not None:
+            await populate_namespace(self.server, out["metadata"]["name"])
+        return out
 
     async def delete(self, namespace: str, name: str, *, options: dict[str, Any] | None = None,
                      dry_run: bool = False) -> tuple[dict[str, Any], bool]:
@@ -292,6 +301,10 @@ def make_store(*, info: ResourceInfo, storage: Storage, clock: Clock, config: Se
         return ServiceStore(info=info, storage=storage, strategy=strategy, clock=clock,
                             admit=admit, cidr=config.service_cluster_ip_range,
                             node_ports=config.service_node_port_range)
+    if info.group == "events.k8s.io":
+        from kubenode.server.apiserver.registry.events import EventsV1Store
+        return EventsV1Store(info=info, storage=storage, strategy=strategy, clock=clock,
+                             admit=admit)
     if info.kind == "Namespace":
         return FinalizingNamespaceStore(info=info, storage=storage, strategy=strategy,
                                         clock=clock, admit=admit)
@@ -375,6 +388,19 @@ async def _ensure(store: Store, namespace: str, obj: dict[str, Any]) -> None:
             raise
 
 
+async def populate_namespace(server: APIServer, ns: str) -> None:
+    await _ensure(server.store("", "serviceaccounts"), ns,
+                  {"metadata": {"name": "default", "namespace": ns}})
+    await _ensure(server.store("", "configmaps"), ns, {
+        "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+                     "annotations": {"kubernetes.io/description": (
+                         "Contains a CA bundle that can be used to verify the "
+                         "kube-apiserver when using internal endpoints such as the internal "
+                         "service IP or kubernetes.default.svc. No other usage is "
+                         "guaranteed across distributions of Kubernetes clusters.")}},
+        "data": {"ca.crt": server.pki.ca_cert.read_text()}})
+
+
 async def bootstrap(server: APIServer) -> None:
     """Default namespaces, the `kubernetes` service, RBAC bootstrap roles."""
     from kubenode.server.apiserver.admission import SYSTEM_NAMESPACES
@@ -384,8 +410,7 @@ async def bootstrap(server: APIServer) -> None:
     for ns in SYSTEM_NAMESPACES:
         await _ensure(ns_store, "", {"metadata": {"name": ns}})
     for ns in SYSTEM_NAMESPACES:
-        await _ensure(server.store("", "serviceaccounts"), ns,
-                      {"metadata": {"name": "default", "namespace": ns}})
+        await populate_namespace(server, ns)
     ip = kubernetes_service_ip(server.config.service_cluster_ip_range)
     await _ensure(server.store("", "services"), "default", {
         "metadata": {"name": "kubernetes", "namespace": "default",

@@ -1,0 +1,147 @@
+"""Namespaces, ServiceAccounts and tokens, events.k8s.io, dry run, bookmarks, tables."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from tests.fixtures.apiserver import APIServerProcess, start_api_server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[APIServerProcess]:
+    with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp, \
+            start_api_server(Path(tmp)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def api(server: APIServerProcess) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(server.kubeconfig))
+
+
+def _raw(server: APIServerProcess, path: str, *, token: str = "", accept: str = "",
+         ) -> tuple[int, Any]:
+    ctx = ssl.create_default_context(cafile=str(server.ca_cert))
+    if not token:
+        pki = server.data_dir / "pki"
+        ctx.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+    req = urllib.request.Request(server.url + path)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def test_namespace_lifecycle_and_service_account_token(server: APIServerProcess,
+                                                       api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "team"}})
+    assert core.read_namespaced_service_account("default", "team").metadata.name == "default"
+    root_ca = core.read_namespaced_config_map("kube-root-ca.crt", "team").data["ca.crt"]
+    assert root_ca == server.ca_cert.read_text()
+    tr = core.create_namespaced_service_account_token("default", "team", {
+        "spec": {"audiences": ["https://kubernetes.default.svc.cluster.local"],
+                 "expirationSeconds": 3600}})
+    token = tr.status.token
+    # the token authenticates as the service account, which RBAC does not allow much
+    status, body = _raw(server, "/api/v1/namespaces/team/pods", token=token)
+    assert status == 403
+    assert 'User "system:serviceaccount:team:default" cannot list resource "pods"' in \
+        body["message"]
+    review = client.AuthenticationV1Api(api).create_token_review({"spec": {"token": token}})
+    assert review.status.authenticated and \
+        review.status.user.username == "system:serviceaccount:team:default"
+    status, _ = _raw(server, "/api/v1/pods", token="not-a-token")
+    assert status == 401
+    # RBAC: a RoleBinding to the view ClusterRole lets it list pods in its namespace
+    client.RbacAuthorizationV1Api(api).create_namespaced_role_binding("team", {
+        "metadata": {"name": "sa-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "team"}]})
+    status, body = _raw(server, "/api/v1/namespaces/team/pods", token=token)
+    assert status == 200 and body["kind"] == "PodList"
+    # terminating namespaces refuse new content, then go away with it
+    core.create_namespaced_config_map("team", {"metadata": {"name": "c"}})
+    core.delete_namespace("team")
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_config_map("team", {"metadata": {"name": "late"}})
+    assert err.value.status in (403, 404)
+    import time
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            core.read_namespace("team")
+        except ApiException as e:
+            assert e.status == 404
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("namespace not removed")
+    with pytest.raises(ApiException) as err:
+        core.delete_namespace("kube-system")
+    assert err.value.status == 403
+
+
+def test_events_v1_shares_core_events(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_event("default", {
+        "metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "p",
+                                                       "namespace": "default"},
+        "reason": "Started", "message": "Started container c", "type": "Normal",
+        "source": {"component": "kubelet", "host": "node-a"}, "count": 1})
+    ev = client.EventsV1Api(api).read_namespaced_event("e1", "default")
+    assert ev.regarding.name == "p" and ev.note == "Started container c"
+    assert ev.reporting_controller == "kubelet" and ev.deprecated_count == 1
+
+
+def test_dry_run_writes_nothing(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    out = core.create_namespaced_config_map("default", {"metadata": {"name": "dry"}},
+                                            dry_run="All")
+    assert out.metadata.name == "dry"
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_config_map("dry", "default")
+    assert err.value.status == 404
+
+
+def test_table_output(server: APIServerProcess, api: client.ApiClient) -> None:
+    client.CoreV1Api(api).create_namespaced_pod("default", {
+        "metadata": {"name": "tbl"}, "spec": {"containers": [{"name": "c",
+                                                              "image": "busybox"}]}})
+    status, table = _raw(server, "/api/v1/namespaces/default/pods",
+                         accept="application/json;as=Table;v=v1;g=meta.k8s.io")
+    assert status == 200 and table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"]][:5] == [
+        "Name", "Ready", "Status", "Restarts", "Age"]
+    row = next(r for r in table["rows"] if r["cells"][0] == "tbl")
+    assert row["cells"][1:4] == ["0/1", "Pending", "0"]
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_watch_bookmarks(server: APIServerProcess, api: client.ApiClient) -> None:
+    # the server sends a BOOKMARK when a watch is idle for bookmark-interval (60 s by
+    # default); with timeoutSeconds shorter than that, none arrive, but the request with
+    # allowWatchBookmarks is accepted and ends cleanly.
+    core = client.CoreV1Api(api)
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    resp = core.list_namespaced_config_map("default", watch=True, resource_version=rv,
+                                           allow_watch_bookmarks=True, timeout_seconds=1,
+                                           _preload_content=False)
+    assert resp.status == 200
+    resp.read()
