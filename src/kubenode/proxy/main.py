@@ -22,6 +22,10 @@ def main(args: argparse.Namespace) -> int:
     if config.cleanup:
         asyncio.run(cleanup(config))
         return 0
+    if not config.kubeconfig:
+        log.error("kube-proxy needs --kubeconfig (or clientConnection.kubeconfig in "
+                  "--proxy-config)")
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(ProxyServer(config).run())
     return 0
