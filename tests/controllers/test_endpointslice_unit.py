@@ -145,3 +145,24 @@ async def test_controller_follows_pods() -> None:
     assert ep is None or ep["metadata"]["name"] == "web"
     stop.set()
     await asyncio.gather(*tasks)
+
+
+async def test_event_recorder_aggregates_repeats() -> None:
+    import datetime as dt
+
+    from kubenode.server.controllers.api import EVENTS
+    from kubenode.server.controllers.events import EventRecorder
+
+    api = FakeApi()
+    rec = EventRecorder(api=api, component="default-scheduler",
+                        now=lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "p", "namespace": "default", "uid": "u1"}}
+    for _ in range(3):
+        await rec.event(pod, "Warning", "FailedScheduling", "0/1 nodes are available")
+    await rec.event(pod, "Normal", "Scheduled", "Successfully assigned default/p to n")
+    events = api.get_informer(EVENTS).list()
+    assert sorted((e["reason"], e["count"]) for e in events) == [
+        ("FailedScheduling", 3), ("Scheduled", 1)]
+    assert events[0]["involvedObject"]["uid"] == "u1"
+    assert events[0]["source"]["component"] == "default-scheduler"
