@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 from dataclasses import dataclass, field
 
 from kubenode.proxy.topology import ServiceView, port_hash
@@ -210,7 +211,6 @@ class IptablesBackend:
         ]
 
     async def _ensure_jumps(self) -> None:
-        import shlex
         for table, chain, rule in self._jumps():
             args = shlex.split(rule)
             rc, _, _ = await _run("iptables", "-w", "-t", table, "-C", chain, *args)
@@ -241,7 +241,6 @@ class IptablesBackend:
 
     async def cleanup(self) -> None:
         """Remove the jumps and every chain with our prefix."""
-        import shlex
         self._applied = None
         for table, chain, rule in self._jumps():
             args = shlex.split(rule)
