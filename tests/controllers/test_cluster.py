@@ -85,6 +85,30 @@ async def test_lease_expiry_unknown_taints_eviction(cluster: Cluster) -> None:
     assert not forever_pod["metadata"].get("deletionTimestamp")
 
 
+async def test_node_not_ready_taints(cluster: Cluster) -> None:
+    c = cluster
+    node = f"nr-{uuid.uuid4().hex[:6]}"
+    await c.sim.add_node(node)
+
+    async def taints() -> set[tuple[str, str]]:
+        n = await c.client.get("nodes", node)
+        return {(t["key"], t["effect"]) for t in n["spec"].get("taints") or []}
+    ready = (await c.client.get("nodes", node))["status"]["conditions"]
+    ready[0].update(status="False", reason="KubeletNotReady", message="runtime down")
+    await c.client.patch("nodes", node, {"status": {"conditions": ready}},
+                         subresource="status")
+    want = {("node.kubernetes.io/not-ready", "NoSchedule"),
+            ("node.kubernetes.io/not-ready", "NoExecute")}
+    await wait_for(lambda: _eq(taints, want), what="not-ready taints")
+    ready[0].update(status="True", reason="KubeletReady", message="ok")
+    await c.client.patch("nodes", node, {"status": {"conditions": ready}},
+                         subresource="status")
+    await wait_for(lambda: _eq(taints, set()), what="taints removed")
+    await c.kubectl("cordon", node)
+    await wait_for(lambda: _eq(taints, {("node.kubernetes.io/unschedulable", "NoSchedule")}),
+                   what="unschedulable taint")
+
+
 async def _phase(c: Cluster, ns: str, name: str, phase: str) -> bool:
     p = await c.client.get("pods", name, namespace=ns)
     return (p.get("status") or {}).get("phase") == phase
@@ -139,13 +163,31 @@ async def test_endpointslices_follow_readiness(cluster: Cluster) -> None:
     subsets = json.loads(out)["subsets"]
     ready_ips = {a["ip"] for s in subsets for a in s.get("addresses") or []}
     assert ready_ips == {"10.42.98.3"}
-    # a deleted pod leaves its slice; terminating ones are reported as such
+    # a terminating pod (bound, so deleted gracefully; no kubelet finishes it) stays as
+    # serving but not ready, and leaves the legacy Endpoints
+    await c.client.delete("pods", "web-1", namespace=ns)
+
+    async def terminating() -> bool:
+        for s in await slices():
+            for e in s.get("endpoints") or []:
+                if e["targetRef"]["name"] == "web-1":
+                    return bool(e["conditions"] == {"ready": False, "serving": True,
+                                                    "terminating": True})
+        return False
+    await wait_for(terminating, what="web-1 terminating")
+
+    async def legacy_empty() -> bool:
+        ep = await c.client.get("endpoints", "web", namespace=ns)
+        return not any(s.get("addresses") for s in ep.get("subsets") or [])
+    await wait_for(legacy_empty, what="web-1 out of Endpoints")
+    await c.client.delete("pods", "web-1", namespace=ns, grace_period_seconds=0)
+    # a deleted pod leaves its slice
     await c.client.delete("pods", "web-2", namespace=ns, grace_period_seconds=0)
 
     async def two_left() -> bool:
         eps = await endpoints()
-        return bool(eps and set(eps) == {"web-0", "web-1"})
-    await wait_for(two_left, what="web-2 removed")
+        return bool(eps and set(eps) == {"web-0"})
+    await wait_for(two_left, what="web-1 and web-2 removed")
     await c.client.delete("services", "web", namespace=ns)
     await wait_for(lambda: _no_slices(slices), what="slices removed with the service")
 
