@@ -234,3 +234,35 @@ def test_protobuf_bodies_from_kubectl_create_and_auth(server: APIServerProcess,
     assert r.stdout.strip() == "no"
     who = server.kubectl("auth", "whoami", kubectl=kubectl).stdout
     assert "admin" in who and "system:masters" in who
+
+
+@pytest.mark.parametrize("kubectl", [KUBECTL_127, KUBECTL_133])
+def test_csr_approve_signs(server: APIServerProcess, kubectl: str, tmp_path: Path) -> None:
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    req = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "system:node:n1")])).sign(key, hashes.SHA256()))
+    name = "csr" + kubectl[-2:]
+    manifest = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+                "metadata": {"name": name},
+                "spec": {"request": base64.b64encode(req.public_bytes(
+                    serialization.Encoding.PEM)).decode(),
+                    "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                    "usages": ["digital signature", "client auth"]}}
+    server.kubectl("create", "-f", "-", input=json.dumps(manifest), kubectl=kubectl)
+    assert "Pending" in server.kubectl("get", "csr", name, kubectl=kubectl).stdout
+    server.kubectl("certificate", "approve", name, kubectl=kubectl)
+    csr = _json(server, "get", "csr", name)
+    assert csr["spec"]["username"] == "admin"
+    assert "Approved,Issued" in server.kubectl("get", "csr", name, kubectl=kubectl).stdout
+    cert = x509.load_pem_x509_certificate(base64.b64decode(csr["status"]["certificate"]))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == \
+        "system:node:n1"
+    ca = x509.load_pem_x509_certificate(server.ca_cert.read_bytes())
+    assert cert.issuer == ca.subject

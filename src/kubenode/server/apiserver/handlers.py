@@ -173,6 +173,13 @@ class ResourceHandler:
             return await self.token_request(request, store, namespace, name)
         if info.subresource == "finalize":
             verb = "update"
+        if info.subresource == "approval" and verb in ("update", "patch"):
+            resp = await (self.patch(request, res, store, namespace, name, "status", dry_run,
+                                     user) if verb == "patch" else
+                          self._update_status(request, res, store, namespace, name, dry_run))
+            if not dry_run:
+                await self.server.sign_csr(name)
+            return resp
         if verb == "get":
             obj = await store.get(namespace, name)
             return self.respond_object(request, res, obj)
@@ -193,6 +200,10 @@ class ResourceHandler:
                 raise errors.bad_request("the body of the request was in an unknown format - "
                                          "accepted media types include: application/json, "
                                          "application/yaml")
+            if res.kind == "CertificateSigningRequest" and isinstance(body.get("spec"), dict):
+                body["spec"].update(username=user.name, groups=list(user.groups))
+                if user.uid:
+                    body["spec"]["uid"] = user.uid
             new_obj = await store.create(namespace, body, dry_run=dry_run)
             return self.respond_object(request, res, new_obj, status=201)
         if verb == "update":
@@ -229,6 +240,15 @@ class ResourceHandler:
                         raise
             return json_response(lst)
         raise errors.method_not_allowed(f"{verb} is not supported")
+
+    async def _update_status(self, request: web.Request, res: ResourceInfo, store: Store,
+                             namespace: str, name: str, dry_run: bool) -> web.Response:
+        body = await self.decode_object(request, res)
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request was in an unknown format")
+        updated, _ = await store.update(namespace, name, body, subresource="status",
+                                        dry_run=dry_run)
+        return self.respond_object(request, res, updated)
 
     def respond_object(self, request: web.Request, res: ResourceInfo, obj: dict[str, Any],
                        status: int = 200) -> web.Response:
