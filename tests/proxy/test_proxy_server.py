@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +36,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def proxy_process(kubeconfig: str, tag: str, mode: str) -> Iterator[dict[str, int]]:
+def proxy_process(kubeconfig: str, tag: str, mode: str,
+                  log: Path) -> Iterator[dict[str, int]]:
     ports = {"healthz": free_port(), "metrics": free_port()}
+    logf = log.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubenode", "proxy", "--kubeconfig", kubeconfig,
          "--hostname-override", "node-a", "--proxy-mode", mode,
@@ -44,12 +47,12 @@ def proxy_process(kubeconfig: str, tag: str, mode: str) -> Iterator[dict[str, in
          "--cluster-cidr", CLUSTER_CIDR, "--iptables-min-sync-period", "100ms",
          "--healthz-bind-address", f"127.0.0.1:{ports['healthz']}",
          "--metrics-bind-address", f"127.0.0.1:{ports['metrics']}"],
-        env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env=os.environ, stdout=subprocess.DEVNULL, stderr=logf)
     try:
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"kubenode proxy exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                raise AssertionError(f"kubenode proxy exited: {log.read_text()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{ports['healthz']}/healthz",
                                             timeout=2) as r:
@@ -57,7 +60,7 @@ def proxy_process(kubeconfig: str, tag: str, mode: str) -> Iterator[dict[str, in
                         break
             except (OSError, urllib.error.URLError):
                 pass
-            assert time.monotonic() < deadline, "kube-proxy never became healthy"
+            assert time.monotonic() < deadline, f"never healthy: {log.read_text()}"
             time.sleep(0.2)
         yield ports
     finally:
@@ -67,6 +70,7 @@ def proxy_process(kubeconfig: str, tag: str, mode: str) -> Iterator[dict[str, in
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        logf.close()
 
 
 def kubectl_apply(api_server: Any, obj: dict[str, Any]) -> None:
@@ -82,8 +86,10 @@ def until(fn: Any, want: Any, timeout: float = 15) -> Any:
         time.sleep(0.2)
 
 
-def test_kubenode_proxy_against_api_server(api_server: Any, netenv: NetEnv) -> None:
+def test_kubenode_proxy_against_api_server(api_server: Any, netenv: NetEnv,
+                                           tmp_path: Path) -> None:
     tag = secrets.token_hex(3)
+    log = tmp_path / "proxy.log"
     client = netenv.pods["client"]
 
     def who() -> set[str]:
@@ -94,9 +100,9 @@ def test_kubenode_proxy_against_api_server(api_server: Any, netenv: NetEnv) -> N
     kubectl_apply(api_server, s)
     kubectl_apply(api_server, eps("web", [ep("10.42.200.11"), ep("10.42.200.12")]))
     try:
-        with proxy_process(str(api_server.kubeconfig), tag, "iptables"):
+        with proxy_process(str(api_server.kubeconfig), tag, "iptables", log):
             assert until(who, {"a", "b"}) == {"a", "b"}
-        with proxy_process(str(api_server.kubeconfig), tag, "nftables") as ports:
+        with proxy_process(str(api_server.kubeconfig), tag, "nftables", log) as ports:
             # switching modes removed the iptables rules
             saved = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
             assert f"KT{tag[:4].upper()}" not in saved
