@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 
 from kubenode.server.controllers.api import DEPLOYMENTS, PODS, REPLICA_SETS
-from kubenode.server.controllers.deployment import (
-    DeploymentController,
-    max_surge_unavailable,
-    plan_old_scale_down,
-)
+from kubenode.server.controllers.deployment import DeploymentController
+from kubenode.server.controllers.deploymentutil import max_surge_unavailable, plan_old_scale_down
 from kubenode.server.controllers.replicaset import ReplicaSetController, pods_to_delete
 from tests.controllers.fake import FakeApi, FakeInformers
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from kubenode.server.controllers.api import DAEMON_SETS, NODES, PODS, ApiError
 from kubenode.server.controllers.controller import Controller
-from kubenode.server.controllers.deployment import resolve_int_or_percent, template_hash
+from kubenode.server.controllers.deploymentutil import resolve_int_or_percent, template_hash
 from kubenode.server.controllers.labels import node_selector_matches
 from kubenode.server.controllers.podutil import (
     controller_ref,

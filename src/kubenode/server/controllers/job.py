@@ -28,7 +28,6 @@ from kubenode.server.controllers.podutil import (
     format_time,
     generate_name,
     get_condition,
-    key_of,
     parse_time,
     pod_active,
     pod_ready,
@@ -107,7 +106,7 @@ class JobController(Controller):
             self.expectations.forget(key)
             return
         job = copy.deepcopy(job)
-        ns, name = split_key(key)
+        ns, _name = split_key(key)
         uid = job["metadata"]["uid"]
         pods = [p for p in self.pods.list(ns) if (controller_ref(p) or {}).get("uid") == uid]
         active = [p for p in pods if pod_active(p)]
@@ -216,7 +215,6 @@ class JobController(Controller):
                 if not err.conflict:
                     raise
                 self.queue.add(key)
-        _ = name
 
     async def _manage(
         self,
@@ -309,4 +307,3 @@ class JobController(Controller):
                 raise
 
 
-__all__ = ["JobController", "key_of"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from kubenode.server.controllers.api import PODS, PVCS, STATEFUL_SETS, ApiError
 from kubenode.server.controllers.controller import Controller
-from kubenode.server.controllers.deployment import template_hash
+from kubenode.server.controllers.deploymentutil import template_hash
 from kubenode.server.controllers.podutil import (
     controller_ref,
     key_of,
@@ -92,7 +92,6 @@ class StatefulSetController(Controller):
     async def _act(
         self, sts: Obj, pods: dict[int, Obj], replicas: int, parallel: bool, update_rev: str
     ) -> None:
-        ns = sts["metadata"]["namespace"]
         for o in range(replicas):
             pod = pods.get(o)
             if (
@@ -137,7 +136,6 @@ class StatefulSetController(Controller):
             if (pod["metadata"].get("labels") or {}).get(REVISION_LABEL) != update_rev:
                 await self._delete(pod)
                 return
-        _ = ns
 
     async def _create(self, sts: Obj, o: int, revision: str) -> None:
         ns = sts["metadata"]["namespace"]
