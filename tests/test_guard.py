@@ -16,4 +16,4 @@ def test_guard_is_installed(nft_guard: str | None) -> None:
     assert nft_guard is not None
     out = subprocess.run(["nft", "list", "table", "inet", nft_guard],
                          capture_output=True, text=True, check=True).stdout
-    assert "hook forward" in out
+    assert "hook forward" in out and "hook postrouting" in out
