@@ -32,6 +32,9 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-controller-manager", action="store_true",
                    help="run no controllers")
     p.add_argument("--disable-scheduler", action="store_true", help="run no scheduler")
+    p.add_argument("--advertise-address", default="",
+                   help="address of the `kubernetes` service endpoints (default: bind "
+                        "address, or the default route's source address)")
     p.add_argument("--token-auth-file", help="static bearer tokens: token,user,uid,\"g1,g2\"")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between storage compactions")

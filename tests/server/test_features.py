@@ -145,3 +145,62 @@ def test_watch_bookmarks(server: APIServerProcess, api: client.ApiClient) -> Non
                                            _preload_content=False)
     assert resp.status == 200
     resp.read()
+
+
+def test_kubernetes_service_endpoints(server: APIServerProcess, api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    ep = core.read_namespaced_endpoints("kubernetes", "default")
+    assert ep.subsets[0].addresses[0].ip == "127.0.0.1"
+    assert ep.subsets[0].ports[0].port == server.port
+    svc = core.read_namespaced_service("kubernetes", "default")
+    assert svc.spec.ports[0].target_port == server.port
+    sl = client.DiscoveryV1Api(api).read_namespaced_endpoint_slice("kubernetes", "default")
+    assert sl.endpoints[0].addresses == ["127.0.0.1"] and sl.ports[0].port == server.port
+
+
+def test_pod_with_finalizer_and_grace(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod("default", {
+        "metadata": {"name": "fin", "finalizers": ["example.com/x"]},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}})
+    core.delete_namespaced_pod("fin", "default")
+    assert core.read_namespaced_pod("fin", "default").metadata.deletion_grace_period_seconds \
+        == 30
+    core.delete_namespaced_pod("fin", "default", grace_period_seconds=0)
+    pod = core.read_namespaced_pod("fin", "default")
+    assert pod.metadata.deletion_grace_period_seconds == 0
+    core.patch_namespaced_pod("fin", "default", {"metadata": {"finalizers": None}})
+    with pytest.raises(ApiException) as err:
+        core.read_namespaced_pod("fin", "default")
+    assert err.value.status == 404
+
+
+def test_node_authorizer_and_static_tokens(server: APIServerProcess,
+                                           api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_node({"metadata": {"name": "n-own"}})
+    core.create_node({"metadata": {"name": "n-other"}})
+    kc = server.issue_kubeconfig("system:node:n-own", ["system:nodes"])
+    node_api = client.CoreV1Api(config.new_client_from_config(config_file=str(kc)))
+    node_api.patch_node_status("n-own", {"status": {"conditions": [
+        {"type": "Ready", "status": "True"}]}})
+    with pytest.raises(ApiException) as err:
+        node_api.patch_node_status("n-other", {"status": {"conditions": [
+            {"type": "Ready", "status": "False"}]}})
+    assert err.value.status == 403
+    assert node_api.list_pod_for_all_namespaces().kind == "PodList"
+    with pytest.raises(ApiException) as err:
+        node_api.create_namespace({"metadata": {"name": "nope"}})
+    assert err.value.status == 403
+
+
+def test_static_token_file() -> None:
+    with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp:
+        tokens = Path(tmp) / "tokens.csv"
+        tokens.write_text('s3cret,alice,1001,"system:masters,devs"\n')
+        with start_api_server(Path(tmp) / "data",
+                              extra_args=["--token-auth-file", str(tokens)]) as srv:
+            status, body = _raw(srv, "/api/v1/namespaces", token="s3cret")
+            assert status == 200 and body["kind"] == "NamespaceList"
+            status, _ = _raw(srv, "/api/v1/namespaces", token="wrong")
+            assert status == 401

@@ -266,3 +266,19 @@ def test_csr_approve_signs(server: APIServerProcess, kubectl: str, tmp_path: Pat
         "system:node:n1"
     ca = x509.load_pem_x509_certificate(server.ca_cert.read_bytes())
     assert cert.issuer == ca.subject
+
+
+def test_server_side_apply_removes_fields_it_no_longer_applies(server: APIServerProcess) -> None:
+    first = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {a: '1', "
+             "b: '2'}\ndata: {x: '1', y: '2'}\n")
+    second = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {a: '1'}\n"
+              "data: {x: '1'}\n")
+    server.kubectl("apply", "--server-side", "-f", "-", input=first)
+    server.kubectl("label", "cm", "ssa", "c=3")  # another manager's field
+    server.kubectl("apply", "--server-side", "-f", "-", input=second)
+    cm = _json(server, "get", "cm", "ssa")
+    assert cm["metadata"]["labels"] == {"a": "1", "c": "3"} and cm["data"] == {"x": "1"}
+    out = server.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-",
+                         input=first).stdout
+    assert "(server dry run)" in out
+    assert _json(server, "get", "cm", "ssa")["data"] == {"x": "1"}

@@ -27,6 +27,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         service_node_port_range=args.service_node_port_range,
         token_auth_file=Path(token_file) if token_file else None,
         compaction_interval=float(getattr(args, "compaction_interval", 300.0) or 300.0),
+        advertise_address=getattr(args, "advertise_address", "") or "",
     )
 
 

@@ -123,8 +123,8 @@ class APIServer:
         self.authorizer = Authorizer(server=self)
         from kubenode.server.apiserver import reviews
         self.virtual_handlers.update(reviews.handlers(self))
-        await strategies.bootstrap(self)
         await self._listen()
+        await strategies.bootstrap(self)
         self._write_kubeconfig()
         self._tasks.append(asyncio.create_task(self._compactor(), name="compactor"))
         self.ready.set()
@@ -256,6 +256,9 @@ class APIServer:
 
     async def _nonresource(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        if path.startswith("/readyz") and not self.ready.is_set():
+            return web.Response(status=500, text="[-]poststarthook/bootstrap failed: not "
+                                                 "finished\nreadyz check failed\n")
         if path in ("/healthz", "/livez", "/readyz") or path.startswith(
                 ("/healthz/", "/livez/", "/readyz/")):
             if "verbose" in request.query:

@@ -411,7 +411,7 @@ class Store:
                 grace = decision.grace_seconds if decision.graceful else 0
                 if nmd.get("deletionTimestamp"):
                     old_grace = int(nmd.get("deletionGracePeriodSeconds") or 0)
-                    if not decision.graceful or grace >= old_grace:
+                    if grace >= old_grace:
                         return obj, False
                 nmd["deletionTimestamp"] = format_time(now + grace)
                 nmd["deletionGracePeriodSeconds"] = grace

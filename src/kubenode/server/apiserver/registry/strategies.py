@@ -388,6 +388,61 @@ async def _ensure(store: Store, namespace: str, obj: dict[str, Any]) -> None:
             raise
 
 
+def advertise_address(server: APIServer) -> str:
+    cfg = server.config
+    if cfg.advertise_address:
+        return cfg.advertise_address
+    if cfg.bind_address not in ("0.0.0.0", "::", ""):
+        return cfg.bind_address
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: picks the default route source
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+async def reconcile_kubernetes_endpoints(server: APIServer) -> None:
+    """The `kubernetes` service's Endpoints and EndpointSlice point at this server
+    (upstream's master endpoint reconciler), rewritten at every start."""
+    ip = advertise_address(server)
+    port = server.port or server.config.secure_port
+    endpoints = {"metadata": {"name": "kubernetes", "namespace": "default",
+                              "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                 "subsets": [{"addresses": [{"ip": ip}],
+                              "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}
+    family = "IPv6" if ":" in ip else "IPv4"
+    eps = {"metadata": {"name": "kubernetes", "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "kubernetes"}},
+           "addressType": family,
+           "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+           "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+    for store, obj in ((server.store("", "endpoints"), endpoints),
+                       (server.store("discovery.k8s.io", "endpointslices"), eps)):
+        if await store.storage.get(store.key("default", "kubernetes")) is None:
+            await _ensure(store, "default", obj)
+            continue
+
+        def put(cur: dict[str, Any], obj: dict[str, Any] = obj) -> dict[str, Any]:
+            new = dict(cur)
+            for k, val in obj.items():
+                if k != "metadata":
+                    new[k] = val
+            new["metadata"] = dict(cur["metadata"], labels=obj["metadata"]["labels"])
+            return new
+
+        await store.guaranteed_update("default", "kubernetes", put)
+
+    def target(svc: dict[str, Any]) -> dict[str, Any]:
+        for p in (svc.get("spec") or {}).get("ports") or []:
+            if p.get("name") == "https":
+                p["targetPort"] = port
+        return svc
+
+    await server.store("", "services").guaranteed_update("default", "kubernetes", target)
+
+
 async def populate_namespace(server: APIServer, ns: str) -> None:
     await _ensure(server.store("", "serviceaccounts"), ns,
                   {"metadata": {"name": "default", "namespace": ns}})
@@ -418,6 +473,7 @@ async def bootstrap(server: APIServer) -> None:
         "spec": {"clusterIP": ip, "type": "ClusterIP", "sessionAffinity": "None",
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                             "targetPort": server.port or server.config.secure_port}]}})
+    await reconcile_kubernetes_endpoints(server)
     for role in BOOTSTRAP_CLUSTER_ROLES:
         await _ensure(server.store("rbac.authorization.k8s.io", "clusterroles"), "", role)
     for b in BOOTSTRAP_BINDINGS:
