@@ -33,7 +33,7 @@ def conmon_paths(layout: Layout, cid: str, *, persist: Path, log_path: Path) -> 
 
 def mount_rootfs(layout: Layout, cid: str, *, layers: Sequence[Path], writable: Path) -> Path:
     target = layout.bundle(cid) / "rootfs"
-    if layout.bundle(cid).joinpath("rootfs") in mounts.mountpoints_under([layout.bundle(cid)]):
+    if os.path.ismount(target):
         return target
     mounts.mount_overlay(lower=list(layers), upper=writable / "upper",
                          work=writable / "work", target=target)
@@ -88,9 +88,7 @@ async def wait_exit(layout: Layout, cid: str, *, persist: Path,
 
 def remove_bundle(layout: Layout, cid: str) -> None:
     bundle = layout.bundle(cid)
-    for mp in sorted(mounts.mountpoints_under([bundle]), key=lambda p: -len(str(p))):
-        mounts.umount(mp)
-    mounts.umount(bundle / "rootfs")
+    mounts.umount(bundle / "rootfs")  # the only mount we make in a bundle
     shutil.rmtree(bundle, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (layout.exit_dir / cid).unlink()
