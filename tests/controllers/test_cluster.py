@@ -266,6 +266,23 @@ async def test_daemonset_one_per_node(cluster: Cluster) -> None:
     out = await c.kubectl("rollout", "status", "daemonset/agent", "-n", ns, "--timeout=60s",
                           limit=70)
     assert "successfully rolled out" in out
+    # rolling update, history (ControllerRevisions) and undo through kubectl
+    await c.kubectl("set", "image", "daemonset/agent", "-n", ns, "c=busybox:2")
+    await c.kubectl("rollout", "status", "daemonset/agent", "-n", ns, "--timeout=60s",
+                    limit=70)
+
+    async def images() -> set[str]:
+        lst = await c.client.list("pods", namespace=ns)
+        return {p["spec"]["containers"][0]["image"] for p in lst["items"]
+                if not p["metadata"].get("deletionTimestamp")}
+    await wait_for(lambda: _eq(images, {"busybox:2"}), what="updated daemon pods")
+    history = await c.kubectl("rollout", "history", "daemonset/agent", "-n", ns)
+    assert [ln.split()[0] for ln in history.splitlines()[2:] if ln.strip()] == ["1", "2"]
+    await c.kubectl("rollout", "undo", "daemonset/agent", "-n", ns)
+    await c.kubectl("rollout", "status", "daemonset/agent", "-n", ns, "--timeout=60s",
+                    limit=70)
+    await wait_for(lambda: _eq(images, {"busybox"}), what="undone daemon pods")
+    assert await ours()
 
 
 async def test_job_completes(cluster: Cluster) -> None:

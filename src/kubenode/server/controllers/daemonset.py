@@ -17,9 +17,16 @@ import copy
 import random
 from typing import Any
 
-from kubenode.server.controllers.api import DAEMON_SETS, NODES, PODS, ApiError
+from kubenode.server.controllers.api import (
+    CONTROLLER_REVISIONS,
+    DAEMON_SETS,
+    NODES,
+    PODS,
+    ApiError,
+)
 from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.deploymentutil import resolve_int_or_percent, template_hash
+from kubenode.server.controllers.history import sync_history
 from kubenode.server.controllers.labels import node_selector_matches
 from kubenode.server.controllers.podutil import (
     controller_ref,
@@ -109,6 +116,7 @@ class DaemonSetController(Controller):
         self.sets = self.watch(DAEMON_SETS)
         self.pods = self.watch(PODS, self._owner)
         self.nodes = self.watch(NODES, lambda _n: [key_of(d) for d in self.sets.list()])
+        self.revisions = self.informer(CONTROLLER_REVISIONS)
 
     def _owner(self, pod: Obj) -> list[str]:
         ref = controller_ref(pod)
@@ -192,6 +200,10 @@ class DaemonSetController(Controller):
             await self.recorder.event(
                 ds, "Normal", "SuccessfulDelete", f"Deleted pod: {p['metadata']['name']}"
             )
+        live = {(p["metadata"].get("labels") or {}).get(HASH_LABEL, "") for p in pods}
+        await sync_history(self.api, owner=ds, owner_res=DAEMON_SETS, template=template,
+                           hash_=h, revisions=self.revisions.list(ns), live_hashes=live,
+                           limit=int(spec.get("revisionHistoryLimit", 10)))
         for name in to_create:
             await self._create(ds, template, h, name)
         await self._status(ds, wanted, by_node, h, min_ready)

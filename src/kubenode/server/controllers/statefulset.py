@@ -19,9 +19,16 @@ import copy
 import re
 from typing import Any
 
-from kubenode.server.controllers.api import PODS, PVCS, STATEFUL_SETS, ApiError
+from kubenode.server.controllers.api import (
+    CONTROLLER_REVISIONS,
+    PODS,
+    PVCS,
+    STATEFUL_SETS,
+    ApiError,
+)
 from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.deploymentutil import template_hash
+from kubenode.server.controllers.history import sync_history
 from kubenode.server.controllers.podutil import (
     controller_ref,
     key_of,
@@ -55,6 +62,7 @@ class StatefulSetController(Controller):
         self.sets = self.watch(STATEFUL_SETS)
         self.pods = self.watch(PODS, self._owner)
         self.claims = self.informer(PVCS)
+        self.revisions = self.informer(CONTROLLER_REVISIONS)
 
     def _owner(self, pod: Obj) -> list[str]:
         ref = controller_ref(pod)
@@ -86,6 +94,13 @@ class StatefulSetController(Controller):
             o = ordinal(name, p)
             if o is not None:
                 pods[o] = p
+        live = {(p["metadata"].get("labels") or {}).get(REVISION_LABEL, "")
+                for p in pods.values()}
+        await sync_history(self.api, owner=sts, owner_res=STATEFUL_SETS,
+                           template=spec.get("template") or {},
+                           hash_=update_rev.removeprefix(f"{name}-"),
+                           revisions=self.revisions.list(sts["metadata"]["namespace"]),
+                           live_hashes=live, limit=int(spec.get("revisionHistoryLimit", 10)))
         await self._act(sts, pods, replicas, parallel, update_rev)
         await self._status(sts, pods, update_rev)
 
