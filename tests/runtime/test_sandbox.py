@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 from kubenode.cri import api_pb2 as pb
+from kubenode.runtime.cni import CNI, PodRef
 from tests.fixtures.images import BuiltLayout
 from tests.runtime.conftest import new_runtime
 from tests.runtime.harness import (
@@ -90,6 +92,13 @@ def test_sandbox_lifecycle_and_idempotence(runtime: RuntimeProc) -> None:
     info = json.loads(resp.info["info"])
     netns = Path(info["netNamespacePath"])
     assert netns.exists() and str(netns) in mounts_under(runtime.state)
+    # CNI CHECK of the configured network with the cached ADD result passes
+    cni = CNI(conf_dir=runtime.cni_conf_dir, bin_dir=Path(runtime.cni_bin_dir),
+              data_dir=runtime.root / "cni" / "networks", bridge=runtime.bridge,
+              pod_cidr=runtime.pod_cidr)
+    pod = PodRef(namespace="default", name=pcfg.metadata.name, uid=pcfg.metadata.uid,
+                 sandbox_id=sid)
+    asyncio.run(cni.check(pod=pod, netns=netns, prev=info["cniResult"], port_mappings=[]))
     # filters
     items = runtime.rt.ListPodSandbox(pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(
         label_selector={"tier": "lifecycle"}))).items

@@ -8,10 +8,11 @@ under /sys/fs/cgroup/<controller>, possibly with a cgroup2 at /sys/fs/cgroup/uni
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices",
                   "freezer", "hugetlb", "net_cls", "net_prio", "perf_event", "systemd")
 
@@ -117,8 +118,12 @@ class Cgroups:
     def remove(self, cgroups_path: str) -> None:
         """rmdir the cgroup (and nothing above it) in every hierarchy; absent is fine."""
         for d in self.dirs(cgroups_path):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 _rmdir_tree(d)
+            except FileNotFoundError:
+                pass
+            except OSError as err:  # EBUSY: a process still in it; `runtime check` reports it
+                log.warning("cannot remove cgroup path=%s err=%s", d, err)
 
 
 def _rmdir_tree(d: Path) -> None:
