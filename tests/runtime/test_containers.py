@@ -166,6 +166,7 @@ def test_privileged_needs_privileged_sandbox(runtime: RuntimeProc) -> None:
         assert cap_eff(runtime, cid) == set(KERNEL_CAP) & set(oci.host_caps())
         r = exec_sync(runtime, cid, ["sh", "-c", "mkdir -p /tmp/t && mount -t tmpfs t /tmp/t"])
         assert r.exit_code == 0, r.stderr
+        assert exec_sync(runtime, cid, ["test", "-c", "/dev/kmsg"]).exit_code == 0
     finally:
         remove_pod(runtime, sid)
     plain = pod_config(runtime)

@@ -180,6 +180,8 @@ class ContainerManager:
                             cgroup_v2=self.cgroups.v2)
         if priv:
             res["devices"] = [{"allow": True, "access": "rwm"}]
+            have = {d["path"] for d in devices}
+            devices += [d for d in oci.host_devices() if d["path"] not in have]
         else:
             res["devices"] += rules
         return oci.base_spec(

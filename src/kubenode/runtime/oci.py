@@ -310,6 +310,30 @@ def device(d: pb.Device) -> tuple[dict[str, Any], dict[str, Any]]:
     return node, rule
 
 
+SKIP_DEV = {"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console"}
+
+
+def host_devices(root: Path = Path("/dev")) -> list[dict[str, Any]]:
+    """Every char/block device of the host, for privileged containers (as containerd)."""
+    out: list[dict[str, Any]] = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DEV]
+        for name in files:
+            if name in SKIP_DEV:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else ""
+            if kind:
+                out.append({"path": path, "type": kind, "major": os.major(st.st_rdev),
+                            "minor": os.minor(st.st_rdev), "fileMode": stat.S_IMODE(st.st_mode),
+                            "uid": st.st_uid, "gid": st.st_gid})
+    return out
+
+
 def namespaces(*, netns: str, ipc: str | None, uts: str | None, pid: str | None,
                new_ipc: bool, new_uts: bool, new_pid: bool) -> list[dict[str, Any]]:
     ns: list[dict[str, Any]] = [{"type": "mount"}]
