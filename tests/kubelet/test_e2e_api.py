@@ -200,6 +200,9 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == NODE
     assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
     assert node["status"]["allocatable"]["pods"] == "110"
+    assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith(
+        env.backend.name + "://")
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "KubeletReady"
     lease = until(lambda: env.get("lease", "-n", "kube-node-lease", NODE), 30, "lease", log)

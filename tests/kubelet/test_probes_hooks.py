@@ -105,3 +105,31 @@ async def test_hooks_sidecar_deadline_termination_message(kubelet: Kubelet,
     await wait_for(lambda: kubelet.pod_workers.is_finished(PodUID(hooked["metadata"]["uid"])),
                    30, "hooked terminated")
     assert (host / "pre").read_text() == "pre\n"
+
+
+async def test_resources_qos_and_oom(kubelet: Kubelet) -> None:
+    pod = make_pod("limited", [
+        {"name": "c", "image": "busybox", "imagePullPolicy": "Never",
+         "command": ["sleep", "3600"],
+         "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}},
+    ], terminationGracePeriodSeconds=1)
+    oom = make_pod("oom", [
+        {"name": "c", "image": "busybox", "imagePullPolicy": "Never",
+         "command": ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 1"],
+         "resources": {"limits": {"memory": "32Mi"}}},
+    ], restartPolicy="Never", terminationGracePeriodSeconds=1)
+    kubelet.update_source("test", [pod, oom])
+    await wait_for(lambda: st(kubelet, pod).get("phase") == "Running", 60, "Running")
+    assert st(kubelet, pod)["qosClass"] == "Guaranteed"
+    assert st(kubelet, oom)["qosClass"] == "Burstable"
+    c = kubelet.runtime_status[PodUID(pod["metadata"]["uid"])].latest("c")
+    assert c is not None
+    r = await kubelet.runtime.exec_sync(c.id, ["sh", "-c", (
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+        "/sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/memory.max "
+        "/sys/fs/cgroup/cpu.max")], timeout_seconds=10)
+    out = r.stdout.decode().split()
+    assert str(64 * 2**20) in out and ("50000" in out or "512" in out)
+    term = await wait_for(lambda: cs(kubelet, oom, "c").get("state", {}).get("terminated"),
+                          60, "oom terminated")
+    assert term["reason"] == "OOMKilled" and term["exitCode"] == 137

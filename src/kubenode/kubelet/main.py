@@ -63,6 +63,8 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(kubelet.run(), name="kubelet")
             await kubelet.ready.wait()
+            server = await _start_server(cfg, kubelet, node_ip)
+            port = int(getattr(server, "port", 0) or cfg.port)
             if api is not None:
                 from kubenode.kubelet.cm import node_capacity
                 status_mgr = ns.NodeStatusManager(
@@ -76,7 +78,7 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                         ns.machine_info(capacity=node_capacity(cfg.root_dir),
                                         reserved=cfg.reserved(), max_pods=cfg.max_pods),
                         ns.node_info(runtime_version=kubelet.runtime_version),
-                        ns.daemon_endpoints(port=cfg.port),
+                        ns.daemon_endpoints(port=lambda: port),
                         ns.images(lambda: kubelet.images_cache),
                         ns.pressure_conditions(),
                         ns.ready_condition(kubelet.node_errors),
@@ -98,7 +100,6 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                                   update=kubelet.update_source, now=now,
                                   period=cfg.file_check_frequency)
                 tg.create_task(fsrc.run(), name="source-file")
-            server = await _start_server(cfg, kubelet, node_ip)
             try:
                 if ready is not None:
                     ready.set()

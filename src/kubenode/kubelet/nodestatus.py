@@ -112,9 +112,9 @@ def node_info(*, runtime_version: str) -> Setter:
     return set_node_info
 
 
-def daemon_endpoints(*, port: int) -> Setter:
+def daemon_endpoints(*, port: Callable[[], int]) -> Setter:
     def set_daemon_endpoints(node: Node, now: float) -> None:
-        node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": port}}
+        node["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": port()}}
     return set_daemon_endpoints
 
 
