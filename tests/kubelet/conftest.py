@@ -44,6 +44,7 @@ class Backend:
     name: str
     endpoint: str
     subnet_prefix: str
+    allow_plain_http: Callable[[str], None] = lambda _host: None
 
 
 @pytest.fixture(scope="session", params=["containerd", "kubenode"])
@@ -51,7 +52,8 @@ def cri_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The kubelet's tests run against containerd and against `kubenode runtime`."""
     if request.param == "containerd":
         c = request.getfixturevalue("containerd")
-        yield Backend(name="containerd", endpoint=c.endpoint, subnet_prefix="10.42.110.")
+        yield Backend(name="containerd", endpoint=c.endpoint, subnet_prefix="10.42.110.",
+                      allow_plain_http=c.allow_plain_http)
         return
     layouts: list[BuiltLayout] = [request.getfixturevalue("busybox_layout"),
                                   request.getfixturevalue("pause_layout")]

@@ -70,7 +70,9 @@ def _auths_from_secret(secret: dict[str, Any], host: str) -> list[pb.AuthConfig]
             user, pw = entry.get("username", ""), entry.get("password", "")
             if entry.get("auth") and not user:
                 user, _, pw = base64.b64decode(entry["auth"]).decode().partition(":")
-            out.append(pb.AuthConfig(username=user, password=pw, server_address=s))
+            # the kubelet matched the registry already; containerd would url.Parse a
+            # server_address and reject "host:port", so leave it empty
+            out.append(pb.AuthConfig(username=user, password=pw))
     return out
 
 
