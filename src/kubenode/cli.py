@@ -38,6 +38,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-auth-file", help="static bearer tokens: token,user,uid,\"g1,g2\"")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between storage compactions")
+    p.add_argument("--watch-bookmark-interval", type=float, default=60.0,
+                   help="seconds an idle watch waits before a BOOKMARK event")
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:

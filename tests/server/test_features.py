@@ -134,17 +134,21 @@ def test_table_output(server: APIServerProcess, api: client.ApiClient) -> None:
     assert row["object"]["kind"] == "PartialObjectMetadata"
 
 
-def test_watch_bookmarks(server: APIServerProcess, api: client.ApiClient) -> None:
-    # the server sends a BOOKMARK when a watch is idle for bookmark-interval (60 s by
-    # default); with timeoutSeconds shorter than that, none arrive, but the request with
-    # allowWatchBookmarks is accepted and ends cleanly.
-    core = client.CoreV1Api(api)
-    rv = core.list_namespaced_config_map("default").metadata.resource_version
-    resp = core.list_namespaced_config_map("default", watch=True, resource_version=rv,
-                                           allow_watch_bookmarks=True, timeout_seconds=1,
-                                           _preload_content=False)
-    assert resp.status == 200
-    resp.read()
+def test_watch_bookmarks() -> None:
+    with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp, \
+            start_api_server(Path(tmp), extra_args=["--watch-bookmark-interval", "0.5"]) as srv:
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(srv.kubeconfig)))
+        rv = core.list_namespaced_config_map("default").metadata.resource_version
+        core.create_namespaced_config_map("default", {"metadata": {"name": "b"}})
+        resp = core.list_namespaced_config_map("default", watch=True, resource_version=rv,
+                                               allow_watch_bookmarks=True, timeout_seconds=2,
+                                               _preload_content=False)
+        events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+        assert events[0]["type"] == "ADDED"
+        bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+        assert bookmarks and int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= \
+            int(events[0]["object"]["metadata"]["resourceVersion"])
+        assert bookmarks[-1]["object"]["kind"] == "ConfigMap"
 
 
 def test_kubernetes_service_endpoints(server: APIServerProcess, api: client.ApiClient) -> None:
