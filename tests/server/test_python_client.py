@@ -239,3 +239,33 @@ def test_invalid_pod_and_service(api: client.ApiClient) -> None:
         core.create_namespaced_config_map("no-such-ns", {"metadata": {"name": "x"}})
     assert err.value.status == 404 and 'namespaces \\"no-such-ns\\" not found' in \
         err.value.body
+
+
+def test_wrong_types_are_bad_requests(server: APIServerProcess,
+                                      api: client.ApiClient) -> None:
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+    core = client.CoreV1Api(api)
+    body = {"metadata": {"name": "typed"}, "spec": {"containers": [
+        {"name": "c", "image": "busybox", "ports": [{"containerPort": "eighty"}]}]}}
+    ctx = ssl.create_default_context(cafile=str(server.ca_cert))
+    pki = server.data_dir / "pki"
+    ctx.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+    req = urllib.request.Request(server.url + "/api/v1/namespaces/default/pods",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+    assert err.value.code == 400
+    message = json.loads(err.value.read())["message"]
+    assert ("json: cannot unmarshal string into Go struct field ContainerPort.spec.containers."
+            "ports.containerPort of type int32") in message
+    # a patch to NodePort and back to ClusterIP allocates, then releases, the node port
+    core.create_namespaced_service("default", {"metadata": {"name": "flip"}, "spec": {
+        "ports": [{"port": 80}]}})
+    svc = core.patch_namespaced_service("flip", "default", {"spec": {"type": "NodePort"}})
+    assert svc.spec.ports[0].node_port
+    svc = core.patch_namespaced_service("flip", "default", {"spec": {"type": "ClusterIP"}})
+    assert svc.spec.ports[0].node_port is None

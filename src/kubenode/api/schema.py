@@ -18,7 +18,8 @@ from typing import Any
 _LIST = re.compile(r"^List\[(.+)\]$")
 _DICT = re.compile(r"^Dict\[str, (.+)\]$")
 
-PRIMITIVES = {"str", "int", "float", "bool", "datetime", "date", "object", "bytearray"}
+PRIMITIVES = {"str", "int", "float", "bool", "datetime", "date", "object", "bytearray",
+              "bytes"}
 
 
 @dataclass(frozen=True, kw_only=True)

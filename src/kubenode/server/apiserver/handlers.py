@@ -25,7 +25,7 @@ from kubenode.api.labels import parse_selector
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from kubenode.server.apiserver import protobuf, tables
 from kubenode.server.apiserver.authn import UserInfo
-from kubenode.server.apiserver.registry.decode import prune_unknown
+from kubenode.server.apiserver.registry.decode import prune_unknown, type_error
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
 from kubenode.server.apiserver.registry.store import ListOptions, Store
 from kubenode.server.apiserver.requestinfo import RequestInfo
@@ -286,6 +286,11 @@ class ResourceHandler:
 
     def prune(self, request: web.Request, body: dict[str, Any], res: ResourceInfo) -> None:
         unknown = prune_unknown(body, res.model)
+        bad = type_error(body, res.model)
+        if bad:
+            raise errors.bad_request(
+                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+                f"{bad}")
         if not unknown:
             return
         mode = request.query.get("fieldValidation", "Warn")

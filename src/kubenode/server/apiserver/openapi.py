@@ -115,7 +115,7 @@ class Builder:
             return {"type": "boolean"}
         if inner in ("datetime", "date"):
             return {"type": "string", "format": "date-time"}
-        if inner == "bytearray":
+        if inner in ("bytearray", "bytes"):
             return {"type": "string", "format": "byte"}
         if key in INT_OR_STRING:
             return {"type": "string", "format": "int-or-string",

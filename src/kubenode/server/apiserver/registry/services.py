@@ -68,6 +68,12 @@ class ServiceStrategy(Strategy):
                 spec["clusterIP"] = ospec["clusterIP"]
                 spec["clusterIPs"] = ospec.get("clusterIPs", [ospec["clusterIP"]])
             self.default_spec(spec)
+            if not _needs_node_port(spec):
+                # leaving NodePort/LoadBalancer releases the node ports (upstream behaviour)
+                for p in spec.get("ports") or []:
+                    if isinstance(p, dict):
+                        p.pop("nodePort", None)
+                spec.pop("externalTrafficPolicy", None)
             if _needs_node_port(spec):
                 old_ports = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
                              for p in ospec.get("ports") or []}
