@@ -128,8 +128,25 @@ class RuntimeProc:
         for mp in sorted(mounts_under(self.dir), key=lambda p: -len(p)):
             subprocess.run(["umount", "-l", mp], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        remove_masquerade_rules(self.pod_cidr)
         remove_cgroup(self.cgroup_root)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def remove_masquerade_rules(pod_cidr: str) -> None:
+    """Drop the bridge plugin's per-pod nat rules (ipMasq) left by a failed test."""
+    prefix = "-s " + pod_cidr.rsplit(".", 1)[0] + "."
+    rules = subprocess.run(["iptables", "-t", "nat", "-S", "POSTROUTING"], capture_output=True,
+                           text=True, check=False).stdout.splitlines()
+    for rule in rules:
+        if prefix in rule and " -j CNI-" in rule:
+            chain = rule.rsplit(" -j ", 1)[1].strip()
+            subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s",
+                            rule.split("-s ", 1)[1].split()[0], "-m", "comment", "--comment",
+                            rule.split('--comment "', 1)[1].rsplit('"', 1)[0]
+                            .replace('\\"', '"'), "-j", chain], capture_output=True)
+            subprocess.run(["iptables", "-t", "nat", "-F", chain], capture_output=True)
+            subprocess.run(["iptables", "-t", "nat", "-X", chain], capture_output=True)
 
 
 def conmon_pids(under: Path) -> list[int]:

@@ -193,19 +193,24 @@ def test_host_network_sandbox(runtime: RuntimeProc) -> None:
         remove_pod(runtime, sid)
 
 
-@pytest.fixture
-def failing_cni(image_layouts: list[BuiltLayout], tmp_path: Path) -> Iterator[RuntimeProc]:
+@pytest.fixture(params=["bridge", "portmap"])
+def failing_cni(request: pytest.FixtureRequest, image_layouts: list[BuiltLayout],
+                tmp_path: Path) -> Iterator[RuntimeProc]:
+    """A CNI bin dir whose `bridge` (nothing allocated yet) or `portmap` (after bridge and
+    host-local did their part) fails ADD with an error; DEL succeeds."""
+    plugin = request.param
     bindir = tmp_path / "cni-bin"
     bindir.mkdir()
     for p in os.listdir("/usr/lib/cni"):
         (bindir / p).symlink_to(f"/usr/lib/cni/{p}")
-    (bindir / "bridge").unlink()
-    fake = bindir / "bridge"
-    fake.write_text("#!/bin/sh\ncat >/dev/null\n"
+    (bindir / plugin).unlink()
+    fake = bindir / plugin
+    fake.write_text("#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\n"
                     "echo '{\"cniVersion\":\"1.0.0\",\"code\":11,"
-                    "\"msg\":\"boom from the fake bridge\"}'\nexit 1\n")
+                    f"\"msg\":\"boom from the fake {plugin}\"}}'\nexit 1\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     rt = new_runtime(image_layouts, cni_bin_dir=str(bindir))
+    rt.failing_plugin = plugin  # type: ignore[attr-defined]
     try:
         rt.start()
         yield rt
@@ -216,11 +221,16 @@ def failing_cni(image_layouts: list[BuiltLayout], tmp_path: Path) -> Iterator[Ru
 def test_cni_plugin_failure_is_reported_and_leaves_nothing(failing_cni: RuntimeProc) -> None:
     with pytest.raises(grpc.RpcError) as err:
         run_pod(failing_cni, pod_config(failing_cni))
-    assert "boom from the fake bridge" in (err.value.details() or "")
-    assert 'plugin type="bridge"' in (err.value.details() or "")
+    plugin = failing_cni.failing_plugin  # type: ignore[attr-defined]
+    assert f"boom from the fake {plugin}" in (err.value.details() or "")
+    assert f'plugin type="{plugin}"' in (err.value.details() or "")
     assert failing_cni.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
     assert mounts_under(failing_cni.dir) == []
     assert os.listdir(failing_cni.state / "netns") == []
+    nets = failing_cni.root / "cni" / "networks"
+    allocated = [f.name for d in nets.iterdir() for f in d.iterdir()
+                 if not f.name.startswith("last_reserved_ip") and f.name != "lock"]
+    assert allocated == []  # the IP host-local gave before portmap failed is released
 
 
 def test_missing_pause_image_and_network_not_ready(tmp_path: Path) -> None:

@@ -149,13 +149,13 @@ class SandboxManager:
                 ns_path = self.layout.netns(sid)
                 await netns.create(ns_path)
                 rec.netns = str(ns_path)
+                rec.network_ready = True  # from here on a DEL is due, even if ADD fails
                 self.store.save_sandbox(rec)
                 try:
                     res = await self.cni.add(pod=self.pod_ref(rec), netns=ns_path,
                                              port_mappings=port_mappings(cfg))
                 except CNIError as err:
                     raise failed(f"failed to setup network for sandbox {sid!r}: {err}") from err
-                rec.network_ready = True
                 rec.cni_result = res.result
                 rec.ip = res.ips[0] if res.ips else ""
                 rec.additional_ips = res.ips[1:]
@@ -169,7 +169,7 @@ class SandboxManager:
             self.store.save_sandbox(rec)
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._teardown(rec)
+                await self._teardown(rec, force=True)
             raise
         log.info("sandbox ready id=%s pod=%s/%s ip=%s", sid, md.namespace, md.name, rec.ip)
         return sid
@@ -268,11 +268,20 @@ class SandboxManager:
                     await self.containers.remove(c.id)
         await self._teardown(rec)
 
-    async def _teardown(self, rec: SandboxRecord) -> None:
-        """Undo everything of a sandbox; each step is idempotent."""
+    async def _teardown(self, rec: SandboxRecord, *, force: bool = False) -> None:
+        """Undo everything of a sandbox; each step is idempotent. A failing CNI DEL stops
+        here (the record stays, RemovePodSandbox is retried) unless `force`."""
         sid = rec.id
-        await self._stop_pause(rec)
-        await self._teardown_network(rec)
+        try:
+            await self._stop_pause(rec)
+        except RuncError as err:
+            log.warning("stopping pause failed sandbox=%s err=%s", sid, err)
+        try:
+            await self._teardown_network(rec)
+        except CRIError:
+            if not force:
+                raise
+            rec.network_ready = False
         lifecycle.remove_bundle(self.layout, sid)
         if rec.netns:
             netns.remove(Path(rec.netns))
