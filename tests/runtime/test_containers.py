@@ -314,3 +314,26 @@ def test_devices_apparmor_and_localhost_seccomp(runtime: RuntimeProc, pod: tuple
     assert r.exit_code != 0 and b"Operation not permitted" in r.stderr
     assert exec_sync(runtime, cid, ["touch", "/tmp/y"]).exit_code == 0
     runtime.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+
+
+def test_orphans_in_shared_pid_namespace_are_killed(runtime: RuntimeProc, pod: tuple) -> None:
+    sid, pcfg = pod
+    marker = "sleep 7777"
+    cid = run_container(runtime, sid, pcfg, container_config(
+        "orphan", ["sh", "-c", f"{marker} & {marker} & echo started; exit 3"]))
+    st = wait_exited(runtime, cid, timeout=15)
+    assert st.exit_code == 3
+
+    def leftovers() -> list[str]:
+        out = []
+        for p in Path("/proc").iterdir():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            if cmd == marker:
+                out.append(p.name)
+        return out
+
+    runtime.rt.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+    assert leftovers() == []
