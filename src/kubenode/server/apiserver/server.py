@@ -82,6 +82,7 @@ class APIServer:
     openapi: openapi.OpenAPI | None = None
     port: int = 0
     _runner: web.AppRunner | None = None
+    _kubelet_proxy: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -335,8 +336,11 @@ class APIServer:
 
     async def streaming(self, request: web.Request, res: ResourceInfo, namespace: str,
                         name: str, info: RequestInfo) -> web.StreamResponse:
-        raise errors.service_unavailable(
-            f"{res.plural}/{info.subresource} is not available yet on this server")
+        """pods/log, pods/exec|attach|portforward, nodes/proxy: to the kubelet."""
+        from kubenode.server.apiserver.proxy import KubeletProxy
+        if self._kubelet_proxy is None:
+            self._kubelet_proxy = KubeletProxy(self)
+        return await self._kubelet_proxy.handle(request, res, namespace, name, info)
 
     async def apply(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str, patch: Any, *, dry_run: bool,
