@@ -37,6 +37,7 @@ async def test_lease_expiry_unknown_taints_eviction(cluster: Cluster) -> None:
     ns = await namespace(c, "nlc")
     node = f"{ns}-n"
     await c.sim.add_node(node)
+    await c.sim.add_node(f"{ns}-healthy")  # not every node down: no full disruption
     short = {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
              "effect": "NoExecute", "tolerationSeconds": 2}
     forever = {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
@@ -89,6 +90,7 @@ async def test_node_not_ready_taints(cluster: Cluster) -> None:
     c = cluster
     node = f"nr-{uuid.uuid4().hex[:6]}"
     await c.sim.add_node(node)
+    await c.sim.add_node(f"{node}-healthy")  # not every node down: no full disruption
 
     async def taints() -> set[tuple[str, str]]:
         n = await c.client.get("nodes", node)

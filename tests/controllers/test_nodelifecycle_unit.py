@@ -80,20 +80,26 @@ def test_eviction_time() -> None:
     assert eviction_time(pod, [taint], {}, NOW) is None
 
 
-async def test_lease_expiry_taints_and_evicts() -> None:
+async def run_expiry(with_healthy_peer: bool) -> tuple[Obj, Obj | None]:
     api = FakeApi()
     inf = FakeInformers(api)
     ctrl = NodeLifecycleController(
-        api=api, informers=inf, options=NodeLifecycleOptions(grace_period=0.3, monitor_period=0.05)
+        api=api,
+        informers=inf,
+        options=NodeLifecycleOptions(grace_period=0.3, monitor_period=0.05),
     )
-    api.put(NODES, node())
-    api.put(
-        LEASES,
-        {
-            "metadata": {"name": "n1", "namespace": "kube-node-lease"},
-            "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"},
-        },
-    )
+    names = ["n1", "n2"] if with_healthy_peer else ["n1"]
+    for name in names:
+        n = node()
+        n["metadata"]["name"] = name
+        api.put(NODES, n)
+        api.put(
+            LEASES,
+            {
+                "metadata": {"name": name, "namespace": "kube-node-lease"},
+                "spec": {"renewTime": "2026-01-01T00:00:00.000000Z"},
+            },
+        )
     pod = {
         "metadata": {"name": "p", "namespace": "default"},
         "spec": {
@@ -112,21 +118,35 @@ async def test_lease_expiry_taints_and_evicts() -> None:
     api.put(PODS, pod)
     stop = asyncio.Event()
     task = asyncio.create_task(ctrl.run(stop))
-    # renew for a while: stays Ready
-    for i in range(8):
-        lease = copy.deepcopy(inf.get(LEASES).get("kube-node-lease/n1"))
-        lease["spec"]["renewTime"] = f"2026-01-01T00:00:0{i}.000000Z"
-        api.put(LEASES, lease)
+    for i in range(30):
+        # n1 renews for a while then stops; n2 (if any) keeps renewing
+        for name in names if i < 8 else names[1:]:
+            lease = copy.deepcopy(inf.get(LEASES).get(f"kube-node-lease/{name}"))
+            lease["spec"]["renewTime"] = f"2026-01-01T00:00:{i:02}.000000Z"
+            api.put(LEASES, lease)
+        if i == 7:
+            assert inf.get(NODES).get("n1")["status"]["conditions"][0]["status"] == "True"
         await asyncio.sleep(0.05)
-    n = inf.get(NODES).get("n1")
-    assert n["status"]["conditions"][0]["status"] == "True"
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if inf.get(PODS).get("default/p") is None:
-            break
-    n = inf.get(NODES).get("n1")
-    assert n["status"]["conditions"][0]["status"] == "Unknown"
-    assert {t["key"] for t in n["spec"]["taints"]} == {"node.kubernetes.io/unreachable"}
-    assert inf.get(PODS).get("default/p") is None
     stop.set()
     await task
+    return inf.get(NODES).get("n1"), inf.get(PODS).get("default/p")
+
+
+async def test_lease_expiry_taints_and_evicts() -> None:
+    n, pod = await run_expiry(with_healthy_peer=True)
+    assert n["status"]["conditions"][0]["status"] == "Unknown"
+    assert {(t["key"], t["effect"]) for t in n["spec"]["taints"]} == {
+        ("node.kubernetes.io/unreachable", "NoSchedule"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+    }
+    assert pod is None
+
+
+async def test_full_disruption_withholds_eviction() -> None:
+    n, pod = await run_expiry(with_healthy_peer=False)
+    assert n["status"]["conditions"][0]["status"] == "Unknown"
+    assert [(t["key"], t["effect"]) for t in n["spec"]["taints"]] == [
+        ("node.kubernetes.io/unreachable", "NoSchedule")
+    ]
+    assert pod is not None
+    assert pod["status"]["conditions"][0]["status"] == "False"  # marked NotReady

@@ -15,6 +15,9 @@ not-ready NoSchedule+NoExecute; Ready=Unknown -> node.kubernetes.io/unreachable
 NoSchedule+NoExecute; pressure conditions and spec.unschedulable -> their NoSchedule
 taints. Other taints are left alone.
 
+Full disruption (every node not Ready, e.g. the one node of `kubenode up` while its
+kubelet is down): NoExecute taints are withheld and nobody is evicted, as upstream.
+
 Eviction: a pod on a node with NoExecute taints it does not tolerate is deleted at
 once; one that tolerates them all with tolerationSeconds is deleted at the taint's
 timeAdded + the smallest tolerationSeconds (TaintManagerEviction event).
@@ -85,16 +88,18 @@ class _Health:
     lease_renew: str | None
 
 
-def desired_taints(node: Obj) -> list[tuple[str, str]]:
-    """(key, effect) of the managed taints the node's state calls for."""
+def desired_taints(node: Obj, *, no_execute: bool = True) -> list[tuple[str, str]]:
+    """(key, effect) of the managed taints the node's state calls for (without the
+    NoExecute ones in full disruption)."""
     status = node.get("status") or {}
     out: list[tuple[str, str]] = []
     ready = get_condition(status, "Ready")
     rs = ready.get("status") if ready else "Unknown"
-    if rs == "False":
-        out += [(TAINT_NOT_READY, NO_SCHEDULE), (TAINT_NOT_READY, NO_EXECUTE)]
-    elif rs != "True":
-        out += [(TAINT_UNREACHABLE, NO_SCHEDULE), (TAINT_UNREACHABLE, NO_EXECUTE)]
+    key = TAINT_NOT_READY if rs == "False" else TAINT_UNREACHABLE if rs != "True" else None
+    if key is not None:
+        out.append((key, NO_SCHEDULE))
+        if no_execute:
+            out.append((key, NO_EXECUTE))
     for ctype, key in _CONDITION_TAINTS.items():
         c = get_condition(status, ctype)
         if c is not None and c.get("status") == "True":
@@ -104,10 +109,10 @@ def desired_taints(node: Obj) -> list[tuple[str, str]]:
     return out
 
 
-def reconcile_taints(node: Obj, now: dt.datetime) -> list[Obj] | None:
+def reconcile_taints(node: Obj, now: dt.datetime, *, no_execute: bool = True) -> list[Obj] | None:
     """The node's new spec.taints, or None if they are right already."""
     current = list((node.get("spec") or {}).get("taints") or [])
-    want = desired_taints(node)
+    want = desired_taints(node, no_execute=no_execute)
     keep = [
         t
         for t in current
@@ -257,7 +262,7 @@ class NodeLifecycleController(Controller):
                     node, "Normal", "NodeNotReady", f"Node {key} status is now: NodeNotReady"
                 )
                 await self.mark_pods_not_ready(key)
-        taints = reconcile_taints(node, now)
+        taints = reconcile_taints(node, now, no_execute=not self.full_disruption())
         if taints is not None:
             new = copy.deepcopy(node)
             new.setdefault("spec", {})["taints"] = taints
@@ -285,6 +290,14 @@ class NodeLifecycleController(Controller):
             except ApiError as err:
                 self.log.info("pod not marked NotReady pod=%s err=%s", pod["metadata"]["name"], err)
 
+    def full_disruption(self) -> bool:
+        """Every node is not Ready (upstream "master disruption mode", e.g. the only node
+        of a one-machine cluster): no NoExecute taints, no evictions."""
+        nodes = self.nodes.list()
+        return bool(nodes) and all(
+            (get_condition(n.get("status"), "Ready") or {}).get("status") != "True" for n in nodes
+        )
+
     async def evict_pods(self) -> None:
         now = self.now()
         by_node: dict[str, list[Obj]] = {}
@@ -303,7 +316,7 @@ class NodeLifecycleController(Controller):
                     del seen[k]
             if taints:
                 by_node[name] = taints
-        if not by_node:
+        if not by_node or self.full_disruption():
             return
         for pod in self.pods.list():
             node_name = (pod.get("spec") or {}).get("nodeName")
