@@ -93,6 +93,8 @@ def test_kill9_restart_recovers_state(rt: RuntimeProc) -> None:
     assert exec_sync(rt, long, ["true"]).exit_code == 0
     rt.rt.StartContainer(pb.StartContainerRequest(container_id=created))
     assert container_status(rt, created).state == pb.CONTAINER_RUNNING
+    res = check(rt)  # a live pod is no leak
+    assert res.returncode == 0, res.stdout
     remove_pod(rt, sid)
     assert_no_leaks(rt)
 
