@@ -103,6 +103,12 @@ def test_capabilities_and_seccomp_profile() -> None:
     assert prof["defaultAction"] == "SCMP_ACT_ERRNO"
     assert {"read", "write", "execve", "clone", "futex"} <= allowed
     assert not {"unshare", "mount", "keyctl", "setns", "bpf", "kexec_load"} & allowed
+    default = pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault)
+    timed = oci.seccomp(default, privileged=False, caps=["CAP_SYS_TIME", "CAP_SYS_ADMIN"])
+    assert timed is not None
+    opened = {n for s in timed["syscalls"] if s["action"] == "SCMP_ACT_ALLOW"
+              for n in s["names"]}
+    assert "settimeofday" in opened - allowed and "mount" not in opened
     assert oci.seccomp(pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined),
                        privileged=False) is None
     assert oci.seccomp(pb.SecurityProfile(), privileged=True) is None

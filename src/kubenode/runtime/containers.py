@@ -184,17 +184,17 @@ class ContainerManager:
             devices += [d for d in oci.host_devices() if d["path"] not in have]
         else:
             res["devices"] += rules
+        caps = oci.capabilities(sc.capabilities if sc.HasField("capabilities") else None,
+                                privileged=priv)
         return oci.base_spec(
             args=args, env=env, cwd=cfg.working_dir or icfg.get("WorkingDir") or "/",
-            user=user,
-            caps=oci.capabilities(sc.capabilities if sc.HasField("capabilities") else None,
-                                  privileged=priv),
+            user=user, caps=caps,
             rootfs_readonly=sc.readonly_rootfs, no_new_privs=sc.no_new_privs and not priv,
             terminal=cfg.tty, oom_adj=cfg.linux.resources.oom_score_adj or None,
             privileged=priv, masked=list(sc.masked_paths) or oci.DEFAULT_MASKED,
             readonly_paths=list(sc.readonly_paths) or oci.DEFAULT_READONLY,
             seccomp_profile=oci.seccomp(sc.seccomp if sc.HasField("seccomp") else None,
-                                        privileged=priv),
+                                        privileged=priv, caps=caps),
             ns=ns, hostname="", cgroups_path=rec.cgroups_path, res=res, sysctls={},
             mounts=oci.merge_mounts(oci.default_mounts(privileged=priv), extra),
             devices=devices,

@@ -185,13 +185,33 @@ def default_seccomp_profile() -> dict[str, Any]:
     return profile
 
 
-def seccomp(profile: pb.SecurityProfile | None, *, privileged: bool) -> dict[str, Any] | None:
+# RuntimeDefault opens these only when the container holds the capability (as Docker's
+# profile does). CAP_SYS_ADMIN opens nothing: mount, unshare, setns, keyctl, bpf... stay
+# denied by RuntimeDefault; a workload that needs them runs Unconfined or Localhost.
+CAP_SYSCALLS = {
+    "CAP_SYS_PTRACE": ["kcmp", "pidfd_getfd", "process_vm_readv", "process_vm_writev"],
+    "CAP_SYS_TIME": ["settimeofday", "stime", "clock_settime", "clock_settime64"],
+    "CAP_SYS_NICE": ["get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node"],
+    "CAP_SYS_RAWIO": ["iopl", "ioperm"],
+    "CAP_SYS_PACCT": ["acct"],
+    "CAP_SYS_BOOT": ["reboot"],
+    "CAP_SYSLOG": ["syslog"],
+    "CAP_SYS_MODULE": ["init_module", "finit_module", "delete_module"],
+}
+
+
+def seccomp(profile: pb.SecurityProfile | None, *, privileged: bool,
+            caps: list[str] | None = None) -> dict[str, Any] | None:
     if profile is None or privileged:
         return None
     if profile.profile_type == pb.SecurityProfile.Unconfined:
         return None
     if profile.profile_type == pb.SecurityProfile.RuntimeDefault:
-        return default_seccomp_profile()
+        prof = default_seccomp_profile()
+        extra = sorted({n for c in caps or [] for n in CAP_SYSCALLS.get(c, [])})
+        if extra:
+            prof["syscalls"].append({"names": extra, "action": "SCMP_ACT_ALLOW"})
+        return prof
     ref = profile.localhost_ref.removeprefix("localhost/")
     try:
         loaded: dict[str, Any] = json.loads(Path(ref).read_text())
