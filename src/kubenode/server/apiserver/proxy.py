@@ -1,14 +1,13 @@
 """Proxying to kubelets (upstream pkg/registry/core/pod/rest/log.go, subresources.go,
-node/rest/proxy.go): pods/log, nodes/proxy, and pods/exec|attach|portforward over
-WebSocket (`v4/v5.channel.k8s.io`, `portforward.k8s.io`: kubectl >= 1.30 for exec/attach,
->= 1.31 for port-forward).
+node/rest/proxy.go): pods/log, nodes/proxy, and pods/exec|attach|portforward with the
+upgraded connection spliced to the kubelet (SPDY/3.1 or WebSocket, whichever the client
+speaks).
 
 The kubelet is found from the Node: `status.addresses` (InternalIP, then Hostname, then
 ExternalIP) and `status.daemonEndpoints.kubeletEndpoint.Port` (10250). The API server
 authenticates to it with its own client certificate (`pki/kubelet-client.crt`,
 CN=kube-apiserver-kubelet-client, O=system:masters) and, as upstream by default, does not
-verify the kubelet's serving certificate. SPDY upgrades (kubectl <= 1.29 exec, <= 1.30
-port-forward) are not proxied: 503, and kubectl reports it.
+verify the kubelet's serving certificate.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -117,11 +116,8 @@ class KubeletProxy:
                 url += "?" + request.query_string
             return await self._forward(request, request.method, url)
         if res.plural == "pods" and sub in ("exec", "attach", "portforward"):
-            if request.headers.get("Upgrade", "").lower() != "websocket":
-                raise errors.service_unavailable(
-                    f"pods/{sub} over SPDY is not supported by this server; use a kubectl "
-                    "that speaks WebSocket (>= 1.30 for exec/attach, >= 1.31 for "
-                    "port-forward)")
+            if "upgrade" not in request.headers.get("Connection", "").lower():
+                raise errors.bad_request("Upgrade request required")
             container = request.query.get("container", "")
             if sub == "portforward":
                 pod = await self.server.store("", "pods").get(namespace, name)
@@ -129,14 +125,14 @@ class KubeletProxy:
                 if not node:
                     raise errors.bad_request(f"pod {name} does not have a host assigned")
                 base = await self.kubelet_base(node)
-                url = f"{base}/portForward/{quote(namespace)}/{quote(name)}"
+                path = f"/portForward/{quote(namespace)}/{quote(name)}"
             else:
                 base, container = await self._pod_target(namespace, name, container)
-                path = "exec" if sub == "exec" else "attach"
-                url = f"{base}/{path}/{quote(namespace)}/{quote(name)}/{quote(container)}"
+                verb = "exec" if sub == "exec" else "attach"
+                path = f"/{verb}/{quote(namespace)}/{quote(name)}/{quote(container)}"
             if request.query_string:
-                url += "?" + request.query_string
-            return await self._websocket(request, url)
+                path += "?" + request.query_string
+            return await self._upgrade(request, base, path)
         raise errors.service_unavailable(f"{res.plural}/{sub} is not available on this server")
 
     async def _forward(self, request: web.Request, method: str, url: str
@@ -168,44 +164,104 @@ class KubeletProxy:
         finally:
             await session.close()
 
-    async def _websocket(self, request: web.Request, url: str) -> web.StreamResponse:
-        protocols = [p.strip() for p in
-                     request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-        session = aiohttp.ClientSession()
+    async def _upgrade(self, request: web.Request, base: str, path: str
+                       ) -> web.StreamResponse:
+        """Splice an upgraded connection (SPDY/3.1 or WebSocket) between the client and
+        the kubelet: the request goes out with its Upgrade headers, the kubelet's 101 comes
+        back, then bytes flow both ways until either side closes."""
+        hostport = base.removeprefix("https://")
+        host, _, port = hostport.rpartition(":")
+        host = host.strip("[]")
         try:
-            try:
-                upstream = await session.ws_connect(url.replace("https://", "wss://", 1),
-                                                    protocols=protocols,
-                                                    ssl=self.ssl_context(), max_msg_size=0)
-            except (aiohttp.ClientError, OSError) as err:
-                raise errors.StatusError(
-                    code=502, reason="InternalError",
-                    message=f"error dialing backend: {err}") from err
-            chosen = upstream.protocol
-            ws = web.WebSocketResponse(protocols=[chosen] if chosen else (), max_msg_size=0,
-                                       autoping=True)
-            await ws.prepare(request)
+            reader, writer = await asyncio.open_connection(host, int(port),
+                                                           ssl=self.ssl_context())
+        except OSError as err:
+            raise errors.StatusError(code=502, reason="InternalError",
+                                     message=f"error dialing backend: {err}") from err
+        try:
+            lines = [f"{request.method} {path} HTTP/1.1", f"Host: {hostport}"]
+            for k, v in request.headers.items():
+                if k.lower() in ("host", "authorization", "content-length",
+                                 "transfer-encoding"):
+                    continue
+                lines.append(f"{k}: {v}")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            parts = status_line.split(" ", 2)
+            status = int(parts[1]) if len(parts) > 1 else 502
+            headers = [(h.split(":", 1)[0].strip(), h.split(":", 1)[1].strip())
+                       for h in header_lines if ":" in h]
+            if status != 101:
+                body = b""
+                length = next((int(v) for k, v in headers if k.lower() == "content-length"),
+                              None)
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    body = await asyncio.wait_for(
+                        reader.readexactly(length) if length is not None else reader.read(),
+                        timeout=10)
+                resp = web.Response(status=status, body=body)
+                for k, v in headers:
+                    if k.lower() not in HOP_HEADERS:
+                        resp.headers[k] = v
+                return resp
+            up_resp = web.StreamResponse(status=101, reason="Switching Protocols")
+            for k, v in headers:
+                up_resp.headers[k] = v
+            up_resp._length_check = False  # an upgraded stream has no HTTP body framing
+            feeder = _RawFeeder()
+            protocol = request.protocol
+            protocol.set_parser(feeder)  # type: ignore[arg-type]
+            await up_resp.prepare(request)
+            transport = request.transport
+            assert transport is not None
 
-            async def pump(src: Any, dst: Any) -> None:
-                async for msg in src:
-                    if msg.type == aiohttp.WSMsgType.BINARY:
-                        await dst.send_bytes(msg.data)
-                    elif msg.type == aiohttp.WSMsgType.TEXT:
-                        await dst.send_str(msg.data)
-                    else:
+            async def up() -> None:
+                while True:
+                    data = await feeder.queue.get()
+                    if not data:
                         break
-                await dst.close()
+                    writer.write(data)
+                    await writer.drain()
+                with contextlib.suppress(OSError, RuntimeError):
+                    if writer.can_write_eof():
+                        writer.write_eof()
 
-            tasks = [asyncio.create_task(pump(ws, upstream)),
-                     asyncio.create_task(pump(upstream, ws))]
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
+            async def down() -> None:
+                while True:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    transport.write(data)
+                    if transport.is_closing():
+                        break
+
+            tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if tasks[1] not in done:
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
-                    await asyncio.wait_for(t, timeout=2)
-            for t in pending:
+                    await asyncio.wait_for(tasks[1], timeout=5)
+            for t in tasks:
                 t.cancel()
-            await upstream.close()
-            await ws.close()
-            return ws
+            protocol.force_close()
+            transport.close()
+            return up_resp
         finally:
-            await session.close()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
+class _RawFeeder:
+    """Receives the client's bytes after the upgrade (aiohttp's payload parser seam)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.queue.put_nowait(bytes(data))
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.queue.put_nowait(b"")
