@@ -58,6 +58,7 @@ DAEMON_SETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 STATEFUL_SETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
 CONTROLLER_REVISIONS = Resource("apps", "v1", "controllerrevisions", "ControllerRevision")
 JOBS = Resource("batch", "v1", "jobs", "Job")
+CRON_JOBS = Resource("batch", "v1", "cronjobs", "CronJob")
 CSRS = Resource(
     "certificates.k8s.io",
     "v1",

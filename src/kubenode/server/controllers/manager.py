@@ -21,6 +21,7 @@ from kubenode.client import ApiClient, load_kubeconfig
 from kubenode.server.controllers.api import Api, Informers
 from kubenode.server.controllers.certificates import CSRController
 from kubenode.server.controllers.controller import Controller
+from kubenode.server.controllers.cronjob import CronJobController
 from kubenode.server.controllers.daemonset import DaemonSetController
 from kubenode.server.controllers.deployment import DeploymentController
 from kubenode.server.controllers.disruption import DisruptionController
@@ -87,6 +88,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "garbagecollector": _simple(GarbageCollector),
     "serviceaccount": _simple(ServiceAccountController),
     "job": _simple(JobController),
+    "cronjob": _simple(CronJobController),
     "ttl-after-finished": _simple(TTLAfterFinishedController),
     "daemonset": _simple(DaemonSetController),
     "statefulset": _simple(StatefulSetController),
