@@ -250,3 +250,21 @@ def test_missing_pause_image_and_network_not_ready(tmp_path: Path) -> None:
         assert rt.rt.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
     finally:
         rt.cleanup()
+
+
+def test_host_pid_and_ipc(runtime: RuntimeProc) -> None:
+    pcfg = pod_config(runtime, pid_mode=pb.NODE)
+    pcfg.linux.security_context.namespace_options.ipc = pb.NODE
+    sid = run_pod(runtime, pcfg)
+    try:
+        cfg = container_config("c", ["sleep", "1000"])
+        cfg.linux.security_context.namespace_options.pid = pb.NODE
+        cfg.linux.security_context.namespace_options.ipc = pb.NODE
+        cid = run_container(runtime, sid, pcfg, cfg)
+        # the host's pid and ipc namespaces: our own pid is visible, the ipc ns is ours
+        out = exec_sync(runtime, cid, ["ls", f"/proc/{os.getpid()}"])
+        assert out.exit_code == 0
+        ipc = exec_sync(runtime, cid, ["readlink", "/proc/self/ns/ipc"]).stdout.decode().strip()
+        assert ipc == os.readlink("/proc/self/ns/ipc")
+    finally:
+        remove_pod(runtime, sid)
