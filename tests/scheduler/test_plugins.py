@@ -232,3 +232,39 @@ def test_node_info_remove_pod() -> None:
     info.add_pod("default/q", pod("q", cpu="1", node_name="a"))
     info.remove_pod("default/q")
     assert info.requested.get("cpu") == 0 and not info.pods
+
+
+def anti(app: str, key: str = "kubernetes.io/hostname") -> Obj:
+    return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key}]}}
+
+
+def test_pod_anti_affinity_spreads_and_refuses() -> None:
+    nodes = [node("a"), node("b")]
+    p1 = pod("p1", affinity=anti("x"), node_name="a")
+    got, _ = run(pod("p2", affinity=anti("x")), nodes, [p1])
+    assert got == "b"
+    p2 = pod("p2", affinity=anti("x"), node_name="b")
+    got, msg = run(pod("p3", affinity=anti("x")), nodes, [p1, p2])
+    assert got is None
+    assert msg.startswith("0/2 nodes are available: 2 node(s) didn't match pod anti-affinity "
+                          "rules.")
+    # an existing pod's anti-affinity keeps others (matching it) away from its node
+    other = pod("o", affinity=anti("x"), node_name="a")
+    other["metadata"]["labels"] = {"app": "y"}
+    assert run(pod("p4"), [node("a")], [other])[1].startswith(
+        "0/1 nodes are available: 1 node(s) didn't satisfy existing pods anti-affinity rules.")
+
+
+def test_pod_affinity_follows_and_first_pod_goes_anywhere() -> None:
+    nodes = [node("a", labels={"zone": "1"}), node("b", labels={"zone": "2"})]
+    aff = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}]}}
+    db = pod("db", node_name="b")
+    db["metadata"]["labels"] = {"app": "db"}
+    assert run(pod("web", affinity=aff), nodes, [db])[0] == "b"
+    got, msg = run(pod("web", affinity=aff), nodes, [])
+    assert got is None and "2 node(s) didn't match pod affinity rules" in msg
+    first = pod("db0", affinity=aff)
+    first["metadata"]["labels"] = {"app": "db"}
+    assert run(first, nodes, [])[0] in ("a", "b")

@@ -98,6 +98,7 @@ class NodeInfo:
     requested: Resources = field(default_factory=dict)
     non_zero_requested: Resources = field(default_factory=dict)
     used_ports: list[tuple[str, str, int]] = field(default_factory=list)
+    anti_affinity_pods: set[str] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -121,11 +122,15 @@ class NodeInfo:
         _add(self.requested, pod_requests(pod))
         _add(self.non_zero_requested, pod_requests(pod, non_zero=True))
         self.used_ports.extend(pod_host_ports(pod))
+        aff = ((pod.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
+        if aff.get("requiredDuringSchedulingIgnoredDuringExecution"):
+            self.anti_affinity_pods.add(key)
 
     def remove_pod(self, key: str) -> None:
         pod = self.pods.pop(key, None)
         if pod is None:
             return
+        self.anti_affinity_pods.discard(key)
         for k, v in pod_requests(pod).items():
             self.requested[k] = self.requested.get(k, 0) - v
         for k, v in pod_requests(pod, non_zero=True).items():

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubenode.server.scheduler.interpodaffinity import InterPodAffinity
 from kubenode.server.scheduler.nodeinfo import NodeInfo
 from kubenode.server.scheduler.plugins import (
     FILTERS,
@@ -64,25 +65,30 @@ class ScheduleResult:
 
 
 def filter_node(
-    state: CycleState, info: NodeInfo, spread: PodTopologySpread
+    state: CycleState, info: NodeInfo, spread: PodTopologySpread, ipa: InterPodAffinity
 ) -> FilterStatus | None:
     for f in FILTERS:
         st = f(state, info)
         if st is not None:
             return st
-    return spread.filter(state.pod, info)
+    st = spread.filter(state.pod, info)
+    if st is not None or not ipa.active:
+        return st
+    refused = ipa.filter(info)
+    return FilterStatus((refused[0],), refused[1]) if refused else None
 
 
 def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> ScheduleResult:
     state = CycleState.of(pod)
     spread = PodTopologySpread(pod, infos)
+    ipa = InterPodAffinity(pod, infos)
     feasible: list[NodeInfo] = []
     err = FitError(
         num_nodes=len(infos),
         preemption_never=(pod.get("spec") or {}).get("preemptionPolicy") == "Never",
     )
     for info in infos:
-        st = filter_node(state, info, spread)
+        st = filter_node(state, info, spread, ipa)
         if st is None:
             feasible.append(info)
         else:
@@ -92,6 +98,13 @@ def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> Schedul
     if len(feasible) == 1:
         return ScheduleResult(node=feasible[0].name, feasible=1)
     scores = score_nodes(state, feasible, spread)
+    if ipa.pref:
+        raw = [ipa.score(i, infos) for i in feasible]
+        hi, lo = max(raw), min(raw)
+        scores = [
+            s + (2 * 100 * (r - lo) / (hi - lo) if hi > lo else 0.0)
+            for s, r in zip(scores, raw, strict=True)
+        ]
     best = max(scores)
     winners = [i for i, s in zip(feasible, scores, strict=True) if s >= best - 1e-9]
     return ScheduleResult(node=rng.choice(winners).name, feasible=len(feasible))
