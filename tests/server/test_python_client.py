@@ -269,3 +269,23 @@ def test_wrong_types_are_bad_requests(server: APIServerProcess,
     assert svc.spec.ports[0].node_port
     svc = core.patch_namespaced_service("flip", "default", {"spec": {"type": "ClusterIP"}})
     assert svc.spec.ports[0].node_port is None
+
+
+def test_propagation_policy_finalizers(api: client.ApiClient) -> None:
+    """Orphan/Foreground deletion: the object stays with the orphan/foregroundDeletion
+    finalizer for the garbage collector; Background deletes at once."""
+    core = client.CoreV1Api(api)
+    for policy, finalizer in (("Orphan", "orphan"), ("Foreground", "foregroundDeletion")):
+        name = f"prop-{policy.lower()}"
+        core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+        core.delete_namespaced_config_map(name, "default", propagation_policy=policy)
+        held = core.read_namespaced_config_map(name, "default")
+        assert held.metadata.finalizers == [finalizer]
+        assert held.metadata.deletion_timestamp is not None
+        core.patch_namespaced_config_map(name, "default", {"metadata": {"finalizers": None}})
+        with pytest.raises(ApiException):
+            core.read_namespaced_config_map(name, "default")
+    core.create_namespaced_config_map("default", {"metadata": {"name": "prop-bg"}})
+    core.delete_namespaced_config_map("prop-bg", "default", propagation_policy="Background")
+    with pytest.raises(ApiException):
+        core.read_namespaced_config_map("prop-bg", "default")

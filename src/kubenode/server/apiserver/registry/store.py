@@ -403,16 +403,25 @@ class Store:
                            f"{md['resourceVersion']}")
             decision = self.strategy.delete_decision(
                 obj, int(grace_opt) if grace_opt is not None else None)
-            finalizers = md.get("finalizers") or []
+            finalizers = list(md.get("finalizers") or [])
+            policy = options.get("propagationPolicy") or (
+                "Orphan" if options.get("orphanDependents") else "")
+            extra = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
+            added = extra is not None and extra not in finalizers
+            if added and extra is not None:
+                finalizers.append(extra)
             if decision.graceful or finalizers:
                 new = copy.deepcopy(obj)
                 nmd = new["metadata"]
+                if finalizers:
+                    nmd["finalizers"] = finalizers
                 now = self.clock()
                 grace = decision.grace_seconds if decision.graceful else 0
                 if nmd.get("deletionTimestamp"):
                     old_grace = int(nmd.get("deletionGracePeriodSeconds") or 0)
-                    if grace >= old_grace:
+                    if grace >= old_grace and not added:
                         return obj, False
+                    grace = min(grace, old_grace)
                 nmd["deletionTimestamp"] = format_time(now + grace)
                 nmd["deletionGracePeriodSeconds"] = grace
                 if dry_run:
