@@ -228,3 +228,40 @@ async def test_pdb_status() -> None:
     assert (st["currentHealthy"], st["desiredHealthy"], st["disruptionsAllowed"]) == (2, 1, 1)
     stop.set()
     await task
+
+
+async def test_indexed_job() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(JobController(api=api, informers=inf).run(stop))
+    api.put(
+        JOBS,
+        {
+            "metadata": {"name": "ix", "namespace": "default"},
+            "spec": {
+                "completions": 3,
+                "parallelism": 3,
+                "completionMode": "Indexed",
+                "template": {"spec": {"containers": [{"name": "c"}]}},
+            },
+        },
+    )
+    await until(lambda: len(inf.get(PODS).list()) == 3)
+    key = "batch.kubernetes.io/job-completion-index"
+    pods = inf.get(PODS).list()
+    assert sorted(p["metadata"]["annotations"][key] for p in pods) == ["0", "1", "2"]
+    env = pods[0]["spec"]["containers"][0]["env"]
+    assert env == [
+        {"name": "JOB_COMPLETION_INDEX", "value": pods[0]["metadata"]["annotations"][key]}
+    ]
+    finish_pods(api)
+
+    def status() -> Obj:
+        st: Obj = inf.get(JOBS).get("default/ix").get("status") or {}
+        return st
+
+    await until(lambda: status().get("completedIndexes") == "0-2")
+    assert any(c["type"] == "Complete" for c in status()["conditions"])
+    stop.set()
+    await task
