@@ -4,6 +4,8 @@ temp dir), user resolution from /etc/passwd and /etc/group, spec helpers, CNI co
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,34 @@ def test_default_conflist_and_status(tmp_path: Path) -> None:
     assert cni.load()["name"] == "user"
     conf = json.loads((tmp_path / "net.d" / "10-kubenode.conflist").read_text())
     assert conf["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "10.42.100.0/24"
+
+
+@pytest.mark.root
+def test_overlay_with_many_layers_and_none(tmp_path: Path) -> None:
+    from kubenode.runtime import mounts
+
+    layers = []
+    for i in range(60):  # ~60 x 100 chars of lowerdirs: more than one page of options
+        d = tmp_path / ("layer-" + "x" * 80 + f"-{i:02d}")
+        write(d / f"f{i}", str(i))
+        layers.append(d)
+    write(layers[0] / "shadow", "bottom")
+    write(layers[-1] / "shadow", "top")
+    target = tmp_path / "rootfs"
+    links = Path(tempfile.mkdtemp(prefix="l", dir="/tmp"))  # short, as <state>/l is
+    mounts.mount_overlay(lower=layers, upper=tmp_path / "w" / "upper",
+                         work=tmp_path / "w" / "work", target=target,
+                         links_dir=links)
+    try:
+        assert (target / "f0").read_text() == "0" and (target / "f59").read_text() == "59"
+        assert (target / "shadow").read_text() == "top"
+    finally:
+        mounts.umount(target)
+        shutil.rmtree(links)
+    empty = tmp_path / "scratch"
+    mounts.mount_overlay(lower=[], upper=tmp_path / "s" / "upper",
+                         work=tmp_path / "s" / "work", target=empty)
+    try:
+        assert list(empty.iterdir()) == []
+    finally:
+        mounts.umount(empty)

@@ -36,7 +36,8 @@ def mount_rootfs(layout: Layout, cid: str, *, layers: Sequence[Path], writable: 
     if os.path.ismount(target):
         return target
     mounts.mount_overlay(lower=list(layers), upper=writable / "upper",
-                         work=writable / "work", target=target)
+                         work=writable / "work", target=target,
+                         links_dir=layout.state / "l")
     return target
 
 

@@ -4,9 +4,11 @@ Every helper is synchronous and fast (one syscall); callers run them inline."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,13 +46,33 @@ def umount(target: Path) -> None:
         raise OSError(e, f"umount {target}: {os.strerror(e)}")
 
 
-def mount_overlay(*, lower: Sequence[Path], upper: Path, work: Path, target: Path) -> None:
+MAX_MOUNT_DATA = 4000  # the kernel copies one page of mount options
+
+
+def mount_overlay(*, lower: Sequence[Path], upper: Path, work: Path, target: Path,
+                  links_dir: Path | None = None) -> None:
+    """overlayfs on target. No layers (a scratch image): one empty lowerdir. Too many
+    layers for one page of options: short symlinks to them in links_dir (as podman's l/)."""
     for d in (upper, work, target):
         d.mkdir(parents=True, exist_ok=True)
+    if not lower:
+        empty = upper.parent / "empty"
+        empty.mkdir(exist_ok=True)
+        lower = [empty]
     # overlayfs stacks lowerdirs top first; image layers are given bottom first.
-    lowers = ":".join(str(p) for p in reversed(lower))
-    mount("overlay", target, "overlay", 0,
-          f"lowerdir={lowers},upperdir={upper},workdir={work}")
+    dirs = [str(p) for p in reversed(lower)]
+    data = f"lowerdir={':'.join(dirs)},upperdir={upper},workdir={work}"
+    if len(data) > MAX_MOUNT_DATA and links_dir is not None:
+        links_dir.mkdir(parents=True, exist_ok=True)
+        short = []
+        for layer in dirs:
+            link = links_dir / hashlib.sha256(layer.encode()).hexdigest()[:10]
+            if not link.is_symlink():
+                with contextlib.suppress(FileExistsError):
+                    link.symlink_to(layer)
+            short.append(str(link))
+        data = f"lowerdir={':'.join(short)},upperdir={upper},workdir={work}"
+    mount("overlay", target, "overlay", 0, data)
 
 
 def mount_tmpfs(target: Path, *, size: int = 64 << 20) -> None:
