@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runtime", choices=["containerd", "kubenode", "both"], default="both")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from tests.fixtures.containerd import run_containerd
+    from tests.fixtures.containerd import pick_subnet, run_containerd
     from tests.fixtures.images import build_layout
     from tests.runtime.harness import RuntimeProc
 
@@ -105,12 +105,12 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="kn-bench-") as d:
             tmp = Path(d)
             if rt == "containerd":
-                with run_containerd(subnet="10.42.110.0/25") as c:
+                with run_containerd() as c:
                     lat, down = asyncio.run(_measure(c.endpoint, args.pods, tmp))
             else:
                 layouts = [build_layout(k, tmp / k) for k in ("busybox", "pause")]
                 proc = RuntimeProc(layouts=[b.path for b in layouts],
-                                   pod_cidr="10.42.111.0/24")
+                                   pod_cidr=pick_subnet())
                 try:
                     proc.start()
                     lat, down = asyncio.run(_measure(f"unix://{proc.socket}", args.pods, tmp))

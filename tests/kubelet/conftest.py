@@ -19,10 +19,9 @@ from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeSer
 from kubenode.kubelet import cm
 from kubenode.kubelet.config import KubeletConfig
 from kubenode.kubelet.kubelet import Kubelet
+from tests.fixtures.containerd import pick_subnet
 from tests.fixtures.images import BuiltLayout
 from tests.runtime.harness import RuntimeProc
-
-KUBENODE_SUBNET = "10.42.111.0/24"
 
 
 @dataclass
@@ -43,7 +42,7 @@ class FakeObjects:
 class Backend:
     name: str
     endpoint: str
-    subnet_prefix: str
+    subnet: str
     allow_plain_http: Callable[[str], None] = lambda _host: None
 
 
@@ -52,16 +51,17 @@ def cri_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The kubelet's tests run against containerd and against `kubenode runtime`."""
     if request.param == "containerd":
         c = request.getfixturevalue("containerd")
-        yield Backend(name="containerd", endpoint=c.endpoint, subnet_prefix="10.42.110.",
+        yield Backend(name="containerd", endpoint=c.endpoint, subnet=c.subnet,
                       allow_plain_http=c.allow_plain_http)
         return
     layouts: list[BuiltLayout] = [request.getfixturevalue("busybox_layout"),
                                   request.getfixturevalue("pause_layout")]
-    rt = RuntimeProc(layouts=[b.path for b in layouts], pod_cidr=KUBENODE_SUBNET)
+    subnet = pick_subnet()
+    rt = RuntimeProc(layouts=[b.path for b in layouts], pod_cidr=subnet)
     try:
         rt.start()
         yield Backend(name="kubenode", endpoint=f"unix://{rt.socket}",
-                      subnet_prefix="10.42.111.")
+                      subnet=subnet)
     finally:
         rt.cleanup()
 

@@ -6,6 +6,7 @@ CreateContainerConfigError (then fixed by creating the ConfigMap), events, grace
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -214,7 +215,7 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
                          all(c["ready"] for c in p["status"].get("containerStatuses", []))
                          else None)(env.pod("web")), 90, "web Running+Ready", log)
     ip = web["status"]["podIP"]
-    assert ip.startswith(env.backend.subnet_prefix)
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(env.backend.subnet)
     assert web["status"]["hostIP"] == "127.0.0.1"
     assert web["status"]["qosClass"] == "BestEffort"
     with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=5) as r:
@@ -243,6 +244,12 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     reasons = {(e["involvedObject"]["name"], e["reason"]) for e in events["items"]}
     assert {("web", "Pulled"), ("web", "Created"), ("web", "Started"),
             ("crash", "BackOff")} <= reasons
+    backoffs = [e for e in events["items"] if e["reason"] == "BackOff" and
+                e["involvedObject"]["name"] in ("crash", "badimage")]
+    assert backoffs and all(e["source"]["component"] == "kubelet" for e in backoffs)
+    # repeats are aggregated into one Event per (object, reason, message) with a count
+    keys = [(e["involvedObject"]["name"], e["message"]) for e in backoffs]
+    assert len(keys) == len(set(keys))
 
     # kill -9 the kubelet and restart it: same sandbox, same container, no restart
     assert env.proc is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from pathlib import Path
 
@@ -42,7 +43,8 @@ async def test_pod_runs_serves_http_and_is_deleted_gracefully(kubelet: Kubelet) 
                         cstatus(kubelet, pod, "httpd").get("ready") and status_of(kubelet, pod),
                         120, "Running and ready")
     ip = st["podIP"]
-    assert ip.startswith(kubelet.backend.subnet_prefix)  # type: ignore[attr-defined]
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(
+        kubelet.backend.subnet)  # type: ignore[attr-defined]
     assert {c["type"]: c["status"] for c in st["conditions"]} == {
         "PodReadyToStartContainers": "True", "Initialized": "True", "Ready": "True",
         "ContainersReady": "True", "PodScheduled": "True"}

@@ -3,6 +3,7 @@ order, the node turns Ready, a pod runs, Ctrl-C stops every child."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from kubenode.kubelet import cm
+from tests.fixtures.containerd import pick_subnet
 from tests.runtime.harness import conmon_pids, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -57,11 +59,12 @@ def test_up_runs_a_pod_and_stops_cleanly(tmp_path: Path) -> None:
     cgroot = f"kntest-{secrets.token_hex(3)}"
     (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\n")
     port = free_port()
+    subnet = pick_subnet()
     out = open(tmp_path / "up.out", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubenode", "up", "--data-dir", str(data), "--secure-port",
          str(port), "--runtime", "kubenode", "--node-name", "up-node",
-         "--pod-cidr", "10.42.110.128/25", "--cni-bridge", bridge, "--kubelet-port", "0",
+         "--pod-cidr", subnet, "--cni-bridge", bridge, "--kubelet-port", "0",
          "--kubelet-healthz-port", "0", "--kubelet-arg", f"cgroup-root={cgroot}",
          "--kubelet-arg", f"resolv-conf={tmp_path / 'resolv.conf'}",
          "--kubelet-arg", "node-ip=127.0.0.1"],
@@ -88,7 +91,7 @@ def test_up_runs_a_pod_and_stops_cleanly(tmp_path: Path) -> None:
         assert kubectl("apply", "-f", "-", input=POD).returncode == 0
         pod = until(lambda: (lambda p: p if p and p["status"].get("phase") == "Running"
                              else None)(get("pod", "hello")), 90, "pod Running", logs)
-        assert pod["status"]["podIP"].startswith("10.42.110.")
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(subnet)
         kubectl("delete", "pod", "hello", "--wait=false")
         until(lambda: get("pod", "hello") is None, 60, "pod deleted", logs)
         proc.send_signal(signal.SIGINT)

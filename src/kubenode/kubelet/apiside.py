@@ -75,6 +75,9 @@ class ApiSide:
                                        subresource="token", name=service_account)
         return str(got["status"]["token"])
 
+    async def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self.client.patch("events", name, patch, namespace=namespace)
+
     async def post_event(self, event: dict[str, Any]) -> None:
         await self.client.create("events", event,
                                  namespace=event["metadata"]["namespace"])

@@ -1,7 +1,9 @@
 """Event recording (upstream client-go tools/record): components call
 `recorder.event(pod, type, reason, message)`; the recorder keeps the last events in memory
 (for tests and the kubelet API) and, when a sink is set, posts core/v1 Events to the API
-with source.component=kubelet and source.host=<node>, aggregating repeats by count."""
+with source.component=kubelet and source.host=<node>. A repeat of an event already posted
+(same object, type, reason, message, fieldPath) patches that Event's count and
+lastTimestamp instead of creating another (upstream's EventCorrelator, simplified)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ class Event:
 
 
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
+# (namespace, name, merge patch) -> None
+EventPatchSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+_MAX_CORRELATED = 4096
 
 
 def _rfc3339(t: float) -> str:
@@ -52,7 +57,9 @@ class Recorder:
     host: str = ""
     now: Callable[[], float]
     sink: EventSink | None = None
+    patch_sink: EventPatchSink | None = None
     keep: int = 1000
+    _posted: dict[tuple[str, ...], tuple[str, int]] = field(default_factory=dict)
     events: deque[Event] = field(default_factory=deque)
     _queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
 
@@ -93,5 +100,21 @@ class Recorder:
             body = await self._queue.get()
             if self.sink is None:
                 continue
+            inv = body["involvedObject"]
+            key = (inv["namespace"], inv["uid"], inv.get("fieldPath", ""), body["type"],
+                   body["reason"], body["message"])
+            seen = self._posted.get(key)
+            if seen is not None and self.patch_sink is not None:
+                name, count = seen
+                try:
+                    await self.patch_sink(inv["namespace"], name, {
+                        "count": count + 1, "lastTimestamp": body["lastTimestamp"]})
+                    self._posted[key] = (name, count + 1)
+                    continue
+                except Exception:  # gone (TTL) or failed: post a fresh one
+                    self._posted.pop(key, None)
             with contextlib.suppress(Exception):
                 await self.sink(body)
+                self._posted[key] = (body["metadata"]["name"], 1)
+                while len(self._posted) > _MAX_CORRELATED:
+                    self._posted.pop(next(iter(self._posted)))

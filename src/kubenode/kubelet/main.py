@@ -53,6 +53,7 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                       status_writer=side, tokens=side)
     if side is not None:
         kubelet.recorder.sink = side.post_event
+        kubelet.recorder.patch_sink = side.patch_event
     expected = set()
     if api is not None:
         expected.add(SOURCE_API)
