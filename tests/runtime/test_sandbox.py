@@ -64,6 +64,8 @@ def test_version_status_and_runtime_config(runtime: RuntimeProc) -> None:
     assert (v.runtime_name, v.runtime_api_version) == ("kubenode", "v1")
     conds = {c.type: c for c in runtime.rt.Status(pb.StatusRequest()).status.conditions}
     assert conds["RuntimeReady"].status and conds["NetworkReady"].status
+    info = json.loads(runtime.rt.Status(pb.StatusRequest(verbose=True)).info["config"])
+    assert info["podCIDR"] == runtime.pod_cidr and info["cgroupVersion"] in ("v1", "v2")
     rc = runtime.rt.RuntimeConfig(pb.RuntimeConfigRequest())
     assert rc.linux.cgroup_driver == pb.CGROUPFS
     conflist = json.loads((runtime.cni_conf_dir / "10-kubenode.conflist").read_text())

@@ -29,7 +29,15 @@ from kubenode.runtime.errors import CRIError, failed, invalid, not_found
 from kubenode.runtime.imagelookup import ImageLike, ImageLookup
 from kubenode.runtime.runc import Runc, RuncError
 from kubenode.runtime.sandbox import SandboxManager, sandbox_config
-from kubenode.runtime.state import CREATED, EXITED, RUNNING, ContainerRecord, Layout, Store
+from kubenode.runtime.state import (
+    CREATED,
+    EXITED,
+    RUNNING,
+    ContainerRecord,
+    Layout,
+    SandboxRecord,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +138,7 @@ class ContainerManager:
         return cid
 
     def _spec(self, rec: ContainerRecord, cfg: pb.ContainerConfig, scfg: pb.PodSandboxConfig,
-              srec: Any, image: ImageLike) -> dict[str, Any]:
+              srec: SandboxRecord, image: ImageLike) -> dict[str, Any]:
         sc = cfg.linux.security_context
         priv = sc.privileged
         if priv and not scfg.linux.security_context.privileged:

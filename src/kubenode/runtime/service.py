@@ -9,6 +9,7 @@ UNIMPLEMENTED (the generated base class does that)."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -115,10 +116,11 @@ class RuntimeServicer(StreamingRPCs, pb_grpc.RuntimeServiceServicer):
         conditions = [pb.RuntimeCondition(type="RuntimeReady", status=True), net]
         info = {}
         if request.verbose:
-            info["config"] = (f'{{"cniConfDir": "{self._config.cni_conf_dir}", '
-                              f'"cniBinDir": "{self._config.cni_bin_dir}", '
-                              f'"podCIDR": "{self.cni.pod_cidr}", '
-                              f'"cgroupVersion": "{self.cgroups.version}"}}')
+            info["config"] = json.dumps({
+                "cniConfDir": str(self._config.cni_conf_dir),
+                "cniBinDir": str(self._config.cni_bin_dir), "podCIDR": self.cni.pod_cidr,
+                "cgroupVersion": self.cgroups.version, "root": str(self._config.root),
+                "state": str(self._config.state)})
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conditions), info=info,
                                  runtime_handlers=[pb.RuntimeHandler(name="")])
 
