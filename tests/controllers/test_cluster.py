@@ -446,20 +446,7 @@ async def _has_pods(c: Cluster, ns: str) -> bool:
     return bool((await c.client.list("pods", namespace=ns))["items"])
 
 
-NO_PROPAGATION = pytest.mark.xfail(
-    reason="kubenode server does not yet turn propagationPolicy Foreground/Orphan into the "
-    "foregroundDeletion/orphan finalizers (the collector's side is unit-tested)"
-)
-
-
-@pytest.mark.parametrize(
-    "mode",
-    [
-        "background",
-        pytest.param("foreground", marks=NO_PROPAGATION),
-        pytest.param("orphan", marks=NO_PROPAGATION),
-    ],
-)
+@pytest.mark.parametrize("mode", ["background", "foreground", "orphan"])
 async def test_cascading_deletion(cluster: Cluster, mode: str) -> None:
     """Pods stay Terminating (no kubelet finishes them) until the test removes them, so
     each mode's order is visible: background drops the owner first, foreground keeps it
