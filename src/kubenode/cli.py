@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--kubelet-healthz-port", type=int, default=10248)
     up.add_argument("--kubelet-arg", action="append", default=[],
                     help="extra kubelet flag as key=value (k3s style), repeatable")
+    up.add_argument("--kube-proxy-arg", action="append", default=[],
+                    help="extra kube-proxy flag as key=value (k3s style), repeatable")
     up.set_defaults(entry="kubenode.up:main")
 
     server = sub.add_parser("server", help="control plane: API server, scheduler, controllers")

@@ -4,6 +4,7 @@ a child process, started in order through readiness (API /readyz, runtime socket
 the local images (busybox, pause from busybox-static) built and imported when missing.
 It prints how to use the admin kubeconfig (<data-dir>/kubeconfig.yaml) and runs until
 Ctrl-C/SIGTERM, then stops the children in reverse order (agent, runtime, server).
+`--kubelet-arg` / `--kube-proxy-arg key=value` pass flags to the agent (as k3s).
 Containers keep running across restarts of `kubenode up`, as with any kubelet restart.
 
 Layout under --data-dir: server files and kubeconfig.yaml, runtime/ (kubenode runtime
@@ -251,7 +252,7 @@ class Up:
             "--root-dir", str(lay.data_dir / "kubelet"),
             "--pod-logs-dir", str(lay.pod_logs_dir), "--cluster-dns", "10.43.0.10",
             "--port", str(a.kubelet_port), "--healthz-port", str(a.kubelet_healthz_port),
-            *[f"--{kv.lstrip('-')}" for kv in a.kubelet_arg]))
+            *[f"--{kv.lstrip('-')}" for kv in [*a.kubelet_arg, *a.kube_proxy_arg]]))
         self._start(agent)
         print(f"""
 kubenode is up: API {url}, runtime {lay.runtime} (unix://{lay.socket}), node {a.node_name}

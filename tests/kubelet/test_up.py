@@ -67,7 +67,10 @@ def test_up_runs_a_pod_and_stops_cleanly(tmp_path: Path) -> None:
          "--pod-cidr", subnet, "--cni-bridge", bridge, "--kubelet-port", "0",
          "--kubelet-healthz-port", "0", "--kubelet-arg", f"cgroup-root={cgroot}",
          "--kubelet-arg", f"resolv-conf={tmp_path / 'resolv.conf'}",
-         "--kubelet-arg", "node-ip=127.0.0.1"],
+         "--kubelet-arg", "node-ip=127.0.0.1",
+         "--kube-proxy-arg", f"nft-table={bridge}",
+         "--kube-proxy-arg", "healthz-bind-address=127.0.0.1:0",
+         "--kube-proxy-arg", "metrics-bind-address=127.0.0.1:0"],
         stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
     kubeconfig = data / "kubeconfig.yaml"
 
@@ -115,6 +118,9 @@ def test_up_runs_a_pod_and_stops_cleanly(tmp_path: Path) -> None:
         for mp in sorted(mounts_under(data), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+        for family in ("ip", "ip6", "inet"):
+            subprocess.run(["nft", "delete", "table", family, bridge], capture_output=True,
+                           check=False)
         cm.remove_cgroup(cgroot)
 
 
