@@ -53,6 +53,8 @@ class Env:
         self.log = tmp / "kubelet.log"
         self.proc: subprocess.Popen[bytes] | None = None
         (tmp / "resolv.conf").write_text("nameserver 127.0.0.53\n")
+        (tmp / "manifests").mkdir()
+        (tmp / "manifests" / "static.yaml").write_text(STATIC)
 
     def start_kubelet(self) -> None:
         log = open(self.log, "ab")  # noqa: SIM115
@@ -63,7 +65,8 @@ class Env:
              "--root-dir", str(self.tmp / "root"), "--pod-logs-dir", str(self.tmp / "logs"),
              "--cgroup-root", self.cgroot, "--resolv-conf", str(self.tmp / "resolv.conf"),
              "--port", "0", "--healthz-port", "0", "--node-ip", "127.0.0.1",
-             "--node-status-update-frequency", "1"],
+             "--node-status-update-frequency", "1",
+             "--pod-manifest-path", str(self.tmp / "manifests"), "--file-check-frequency", "1"],
             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
     def kubectl(self, *args: str, input: str | None = None,
@@ -132,6 +135,15 @@ def _sandboxes(endpoint: str, pod: str) -> list[str]:
             filter=pb.PodSandboxFilter(label_selector={"io.kubernetes.pod.name": pod})),
             timeout=30).items]
 
+
+STATIC = """apiVersion: v1
+kind: Pod
+metadata: {name: static}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: s, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}
+"""
 
 WEB = f"""apiVersion: v1
 kind: Pod
@@ -210,6 +222,14 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     assert lease["spec"]["holderIdentity"] == NODE
     assert lease["spec"]["leaseDurationSeconds"] == 40
 
+    # the static pod shows up as a mirror pod, with the kubelet's status
+    mirror = until(lambda: (lambda p: p if p.get("status", {}).get("phase") == "Running"
+                            else None)(env.pod(f"static-{NODE}")), 90, "mirror pod", log)
+    ann = mirror["metadata"]["annotations"]
+    assert ann["kubernetes.io/config.source"] == "file"
+    assert ann["kubernetes.io/config.mirror"] == ann["kubernetes.io/config.hash"]
+    assert mirror["metadata"]["ownerReferences"][0]["kind"] == "Node"
+
     env.kubectl("apply", "-f", "-", input=WEB)
     web = until(lambda: (lambda p: p if p.get("status", {}).get("phase") == "Running" and
                          all(c["ready"] for c in p["status"].get("containerStatuses", []))
@@ -271,4 +291,12 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
           "web deleted from the API", log)
     until(lambda: not _sandboxes(env.backend.endpoint, "web"), 30, "web sandbox removed", log)
     env.kubectl("delete", "pod", "crash", "badimage", "needscm", "--wait=false")
+    # a deleted mirror pod is recreated; removing the manifest removes pod and mirror
+    old_uid = env.pod(f"static-{NODE}")["metadata"]["uid"]
+    env.kubectl("delete", "pod", f"static-{NODE}", "--wait=false")
+    until(lambda: env.pod(f"static-{NODE}").get("metadata", {}).get("uid", old_uid) != old_uid,
+          30, "mirror pod recreated", log)
+    (env.tmp / "manifests" / "static.yaml").unlink()
     until(lambda: not (env.get("pods") or {"items": [1]})["items"], 60, "all pods deleted", log)
+    until(lambda: not _sandboxes(env.backend.endpoint, f"static-{NODE}"), 30,
+          "static pod removed", log)
