@@ -245,3 +245,20 @@ async def test_progress_deadline_exceeded(cluster: tuple[FakeApi, FakeInformers]
             break
         await asyncio.sleep(0.01)
     assert reason() == "ProgressDeadlineExceeded"
+
+
+def test_templates_equal_ignoring_hash_and_zero_values() -> None:
+    from kubenode.server.controllers.deploymentutil import equal_ignore_hash, template_hash
+
+    a = {
+        "metadata": {
+            "labels": {"app": "x", "pod-template-hash": "abc"},
+            "generation": 0,
+            "creationTimestamp": None,
+        },
+        "spec": {"containers": [{"name": "c", "stdin": False, "resources": {}}], "hostIPC": False},
+    }
+    b = {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c"}]}}
+    assert equal_ignore_hash(a, b)
+    assert not equal_ignore_hash(a, {"metadata": {"labels": {"app": "y"}}, "spec": b["spec"]})
+    assert template_hash(b, None) != template_hash(b, 1)

@@ -273,7 +273,8 @@ async def test_deployment_rollout_and_undo(cluster: Cluster) -> None:
     ns = await namespace(c, "deploy")
     for i in range(2):
         await c.sim.add_node(f"{ns}-n{i}")
-    await c.kubectl("create", "-f", "-", stdin=deployment_manifest("web", ns, "busybox:1", 3))
+    await c.kubectl("create", "deployment", "web", "-n", ns, "--image=busybox:1",
+                    "--replicas=3")
     out = await c.kubectl(
         "rollout", "status", "deployment/web", "-n", ns, "--timeout=60s", limit=70, check=False
     )

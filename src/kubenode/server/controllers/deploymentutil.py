@@ -37,8 +37,22 @@ def fnv32a(data: bytes) -> int:
     return h
 
 
+def prune_empty(value: Any) -> Any:
+    """Drop null/empty/zero values, as Go's omitempty and typed semantic equality treat
+    them (a template that went through protobuf, JSON patch or defaulting compares
+    equal: `"stdin": false` and no stdin are the same)."""
+    if isinstance(value, dict):
+        out = {k: prune_empty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items()
+                if v is not None and v != {} and v != [] and v != "" and v is not False
+                and not (type(v) is int and v == 0)}
+    if isinstance(value, list):
+        return [prune_empty(v) for v in value]
+    return value
+
+
 def template_hash(template: Obj, collision_count: int | None) -> str:
-    data = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    data = json.dumps(prune_empty(template), sort_keys=True, separators=(",", ":"))
     if collision_count:
         data += str(collision_count)
     return safe_encode(fnv32a(data.encode()))
@@ -53,7 +67,7 @@ def _strip_hash(template: Obj) -> Obj:
 
 
 def equal_ignore_hash(a: Obj, b: Obj) -> bool:
-    return _strip_hash(a) == _strip_hash(b)
+    return bool(prune_empty(_strip_hash(a)) == prune_empty(_strip_hash(b)))
 
 
 def revision(obj: Obj) -> int:
