@@ -220,3 +220,35 @@ async def test_port_forward_websocket_20_concurrent(server: StreamingServer,
             assert f"error forwarding port {port + 1}" in await conn.error()
         finally:
             await conn.aclose()
+
+
+def _procs_with(marker: str) -> list[int]:
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
+                    out.append(int(p))
+    return out
+
+
+@pytest.mark.parametrize("tty", [False, True])
+async def test_client_going_away_ends_the_exec(server: StreamingServer, container: Container,
+                                               tty: bool) -> None:
+    marker = str(100000 + secrets.randbelow(800000))
+    url = server.get_exec_url(pb.ExecRequest(
+        container_id=container.id, cmd=["sleep", marker], stdout=True, tty=tty))
+    task = asyncio.create_task(client.exec_spdy(url, stdin=None, stderr=False, tty=tty))
+    for _ in range(100):
+        if _procs_with(f"sleep\0{marker}"):
+            break
+        await asyncio.sleep(0.05)
+    assert _procs_with(f"sleep\0{marker}"), "exec never started"
+    task.cancel()  # drops the connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for _ in range(100):
+        if not _procs_with(marker):
+            break
+        await asyncio.sleep(0.05)
+    assert not _procs_with(marker), "runc exec / the process outlived the session"
