@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.containerd",
     "tests.fixtures.apiserver",
+    "tests.fixtures.cluster",
 ]
 
 

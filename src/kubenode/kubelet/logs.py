@@ -75,6 +75,18 @@ def parse_timestamp(ts: bytes) -> float | None:
         return None
 
 
+def format_timestamp(ts: bytes) -> bytes:
+    """As upstream's RFC3339NanoFixed ("2006-01-02T15:04:05.000000000Z07:00"): nine
+    fraction digits, a zero offset written "Z" (conmon writes "+00:00")."""
+    if ts.endswith((b"+00:00", b"-00:00")):
+        ts = ts[:-6] + b"Z"
+    body, zone = (ts[:-1], b"Z") if ts.endswith(b"Z") else (ts[:-6], ts[-6:])
+    base, _, frac = body.partition(b".")
+    if len(base) != 19 or (frac and not frac.isdigit()):
+        return ts
+    return base + b"." + frac[:9].ljust(9, b"0") + zone
+
+
 def parse_cri_line(line: bytes) -> LogRecord:
     """Parse one CRI log line (without its newline)."""
     parts = line.split(b" ", 3)
@@ -158,7 +170,7 @@ class _Selector:
     def render(self, line: LogLine) -> bytes:
         data = line.content
         if self.opts.timestamps and line.timestamp:
-            data = line.timestamp + b" " + data
+            data = format_timestamp(line.timestamp) + b" " + data
         if self.remaining is not None:
             data = data[: self.remaining]
             self.remaining -= len(data)

@@ -112,8 +112,8 @@ class KubeletProxy:
         if res.plural == "nodes" and sub == "proxy":
             base = await self.kubelet_base(name)
             url = f"{base}/{info.subpath}"
-            if request.query_string:
-                url += "?" + request.query_string
+            if request.rel_url.raw_query_string:
+                url += "?" + request.rel_url.raw_query_string
             return await self._forward(request, request.method, url)
         if res.plural == "pods" and sub in ("exec", "attach", "portforward"):
             if "upgrade" not in request.headers.get("Connection", "").lower():
@@ -130,8 +130,8 @@ class KubeletProxy:
                 base, container = await self._pod_target(namespace, name, container)
                 verb = "exec" if sub == "exec" else "attach"
                 path = f"/{verb}/{quote(namespace)}/{quote(name)}/{quote(container)}"
-            if request.query_string:
-                path += "?" + request.query_string
+            if request.rel_url.raw_query_string:
+                path += "?" + request.rel_url.raw_query_string
             return await self._upgrade(request, base, path)
         raise errors.service_unavailable(f"{res.plural}/{sub} is not available on this server")
 
