@@ -163,6 +163,14 @@ spec:
     readinessProbe:
       httpGet: {{path: /index.html, port: 8080}}
       periodSeconds: 1
+    volumeMounts:
+    - {{name: kube-api-access, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}}
+  volumes:
+  - name: kube-api-access
+    projected:
+      sources:
+      - serviceAccountToken: {{path: token, expirationSeconds: 3607}}
+      - downwardAPI: {{items: [{{path: namespace, fieldRef: {{fieldPath: metadata.namespace}}}}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -230,6 +238,8 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     assert ann["kubernetes.io/config.mirror"] == ann["kubernetes.io/config.hash"]
     assert mirror["metadata"]["ownerReferences"][0]["kind"] == "Node"
 
+    env.kubectl("apply", "-f", "-", input="apiVersion: v1\nkind: ServiceAccount\n"
+                "metadata: {name: default, namespace: default}\n")
     env.kubectl("apply", "-f", "-", input=WEB)
     web = until(lambda: (lambda p: p if p.get("status", {}).get("phase") == "Running" and
                          all(c["ready"] for c in p["status"].get("containerStatuses", []))
@@ -240,6 +250,10 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     assert web["status"]["qosClass"] == "BestEffort"
     with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=5) as r:
         assert r.read().decode().strip() == f"hello-{NODE}"
+    sa = env.tmp / "root" / "pods" / web["metadata"]["uid"] / "volumes" / \
+        "kubernetes.io~projected" / "kube-api-access"
+    assert (sa / "token").read_text().startswith("eyJ")
+    assert (sa / "namespace").read_text() == "default"
     table = env.kubectl("get", "pods", "-o", "wide").stdout
     assert "Running" in table and ip in table
 

@@ -27,6 +27,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -381,9 +382,7 @@ def _rmtree(p: Path) -> None:
 
 
 def _parse_time(s: str) -> float:
-    from datetime import datetime
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=__import__("datetime").timezone.utc).timestamp()
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 __all__ = ["Kubelet", "rfc3339"]

@@ -363,7 +363,7 @@ class KubeGenericRuntimeManager:
     async def kill_container(self, pod: dict[str, Any] | None,
                              container: dict[str, Any] | None, container_id: str, name: str,
                              *, grace: int | None, event: bool = True,
-                             message: str = "") -> None:
+                             message: str = "", pod_ip: str = "") -> None:
         g = self.grace_period(pod, grace)
         if pod is not None and event:
             self.recorder.event(pod, NORMAL, "Killing", message or f"Stopping container {name}",
@@ -371,11 +371,10 @@ class KubeGenericRuntimeManager:
         start = self.now()
         pre_stop = ((container or {}).get("lifecycle") or {}).get("preStop")
         if pre_stop and container is not None and g > 0:
-            ips: list[str] = []
             try:
                 msg = await asyncio.wait_for(run_handler(
                     pre_stop, runtime=self.runtime, container_id=container_id,
-                    container=container, pod_ip=ips[0] if ips else "", timeout_s=float(g)),
+                    container=container, pod_ip=pod_ip, timeout_s=float(g)),
                     timeout=g)
             except TimeoutError:
                 msg = ""
@@ -401,7 +400,9 @@ class KubeGenericRuntimeManager:
 
         async def kill(c: ContainerStatus) -> None:
             spec = self._spec(pod, c.name) if pod is not None else None
-            await self.kill_container(pod, spec, c.id, c.name, grace=grace)
+            ips = status.ips
+            await self.kill_container(pod, spec, c.id, c.name, grace=grace,
+                                      pod_ip=ips[0] if ips else "")
 
         # regular containers first, then sidecars (upstream terminates sidecars last)
         for group in (regular, sidecars):
