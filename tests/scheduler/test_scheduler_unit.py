@@ -69,3 +69,30 @@ async def test_binds_and_reports_unschedulable() -> None:
     await until(lambda: pods.get("default/late")["spec"].get("nodeName") == "a")
     stop.set()
     await task
+
+
+async def test_scheduling_gates_hold_the_pod() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Scheduler(api=api, informers=inf).run(stop))
+    api.put(NODES, node("a"))
+    gated = pod("gated", schedulingGates=[{"name": "example.com/wait"}])
+    api.put(PODS, gated)
+    pods = inf.get(PODS)
+
+    def cond() -> Obj | None:
+        for c in (pods.get("default/gated") or {}).get("status", {}).get("conditions") or []:
+            if c["type"] == "PodScheduled":
+                return c
+        return None
+
+    await until(cond)
+    assert cond()["reason"] == "SchedulingGated"  # type: ignore[index]
+    assert not pods.get("default/gated")["spec"].get("nodeName")
+    p = copy.deepcopy(pods.get("default/gated"))
+    p["spec"]["schedulingGates"] = []
+    api.put(PODS, p)
+    await until(lambda: pods.get("default/gated")["spec"].get("nodeName") == "a")
+    stop.set()
+    await task

@@ -210,6 +210,16 @@ class Scheduler:
         ):
             self.queue.done(key)
             return
+        if (pod.get("spec") or {}).get("schedulingGates"):
+            # upstream SchedulingGates PreEnqueue: wait for the pod to be updated
+            self.queue.done(key)
+            await self._record_failure(
+                pod,
+                "SchedulingGated",
+                "Scheduling is blocked due to non-empty scheduling gates",
+                event=False,
+            )
+            return
         result = schedule(pod, list(self.nodes.values()), self.rng)
         if result.node is None:
             assert result.error is not None
@@ -257,8 +267,11 @@ class Scheduler:
             f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
         )
 
-    async def _record_failure(self, pod: Obj, reason: str, message: str) -> None:
-        await self.recorder.event(pod, "Warning", "FailedScheduling", message)
+    async def _record_failure(
+        self, pod: Obj, reason: str, message: str, *, event: bool = True
+    ) -> None:
+        if event:
+            await self.recorder.event(pod, "Warning", "FailedScheduling", message)
         cond = get_condition(pod.get("status"), "PodScheduled")
         if (
             cond
