@@ -204,7 +204,8 @@ spec:
   - name: c
     image: busybox
     imagePullPolicy: IfNotPresent
-    command: ["sh", "-c", "echo $GREETING; exec sleep 3600"]
+    command: ["sh", "-c",
+              "echo $GREETING $KUBERNETES_SERVICE_HOST $KUBERNETES_PORT; exec sleep 3600"]
     env:
     - name: GREETING
       valueFrom: {{configMapKeyRef: {{name: greeting, key: text}}}}
@@ -270,7 +271,9 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
                 "metadata: {name: greeting}\ndata: {text: hi-there}\n")
     until(lambda: env.pod("needscm").get("status", {}).get("phase") == "Running", 60,
           "needscm Running", log)
-    until(lambda: "hi-there" in (env.tmp / "logs").joinpath(
+    kube = env.get("service", "kubernetes")
+    svc = f"hi-there {kube['spec']['clusterIP']} tcp://{kube['spec']['clusterIP']}:443"
+    until(lambda: svc in (env.tmp / "logs").joinpath(
         *[d.name for d in (env.tmp / "logs").iterdir() if d.name.startswith("default_needscm_")],
         "c", "0.log").read_text(), 20, "needscm log", log)
 

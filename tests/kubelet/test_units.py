@@ -28,7 +28,7 @@ from kubenode.kubelet.container import (
 )
 from kubenode.kubelet.kuberuntime.actions import compute_pod_actions
 from kubenode.kubelet.kuberuntime.config import RuntimeManagerConfig
-from kubenode.kubelet.kuberuntime.envvars import expand
+from kubenode.kubelet.kuberuntime.envvars import expand, service_env, services_for_pod
 from kubenode.kubelet.kuberuntime.qos import pod_cgroup_parent, qos_class
 from kubenode.kubelet.kuberuntime.sandbox import dns_config
 from kubenode.kubelet.podstatus import ProbeView, generate_api_pod_status
@@ -63,6 +63,28 @@ def test_expand() -> None:
     assert expand("$$(A)", env) == "$(A)"
     assert expand("$(C)", env) == "$(C)"
     assert expand("$(A", env) == "$(A"
+
+
+def test_service_env() -> None:
+    svcs = [{"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443,
+                                                           "protocol": "TCP"}]}},
+            {"metadata": {"name": "my-db", "namespace": "ns1"},
+             "spec": {"clusterIP": "10.43.0.9", "ports": [{"port": 5432}]}},
+            {"metadata": {"name": "headless", "namespace": "ns1"},
+             "spec": {"clusterIP": "None", "ports": [{"port": 1}]}},
+            {"metadata": {"name": "other", "namespace": "ns2"},
+             "spec": {"clusterIP": "10.43.0.7", "ports": [{"port": 1}]}}]
+    pod = {"metadata": {"namespace": "ns1"}, "spec": {}}
+    env = service_env(services_for_pod(pod, svcs))
+    assert env["KUBERNETES_SERVICE_HOST"] == "10.43.0.1"
+    assert env["KUBERNETES_SERVICE_PORT_HTTPS"] == "443"
+    assert env["KUBERNETES_PORT_443_TCP_ADDR"] == "10.43.0.1"
+    assert env["MY_DB_PORT"] == "tcp://10.43.0.9:5432"
+    assert not any(k.startswith(("HEADLESS_", "OTHER_")) for k in env)
+    pod["spec"]["enableServiceLinks"] = False
+    env = service_env(services_for_pod(pod, svcs))
+    assert "MY_DB_SERVICE_HOST" not in env and "KUBERNETES_SERVICE_HOST" in env
 
 
 def test_backoff_doubles_and_caps() -> None:

@@ -95,6 +95,16 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                 kubelet.mirror = MirrorClient(client=api, node_name=cfg.node_name,
                                               node_uid=node_uid)
                 kubelet.mirror_pods = lambda: source.mirrors
+                from kubenode.client.informer import Informer
+                from kubenode.kubelet.kuberuntime.envvars import services_for_pod
+                services = Informer(api, "services")
+                tg.create_task(services.run(), name="services-informer")
+                kubelet.runtime_manager.services = \
+                    lambda pod: services_for_pod(pod, services.items())
+                # containers started before the services are known would miss their
+                # variables (upstream waits for the service informer too)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(services.wait_for_sync(), 10)
                 tg.create_task(source.run(), name="source-api")
             if cfg.pod_manifest_path is not None:
                 fsrc = FileSource(path=cfg.pod_manifest_path, node_name=cfg.node_name,

@@ -124,11 +124,59 @@ def resource_field(container: dict[str, Any], ref: dict[str, Any], *,
     return str(int((q / divisor).to_integral_value(rounding=ROUND_CEILING)))
 
 
+def service_env(services: list[dict[str, Any]]) -> dict[str, str]:
+    """Docker-links style variables of Services (upstream pkg/kubelet/envvars)."""
+    out: dict[str, str] = {}
+    for svc in services:
+        spec = svc.get("spec") or {}
+        ip = spec.get("clusterIP")
+        ports = spec.get("ports") or []
+        if not ip or ip == "None" or not ports:
+            continue
+        name = svc["metadata"]["name"].upper().replace("-", "_")
+        out[f"{name}_SERVICE_HOST"] = ip
+        out[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
+        for p in ports:
+            if p.get("name"):
+                out[f"{name}_SERVICE_PORT_{p['name'].upper().replace('-', '_')}"] = \
+                    str(p["port"])
+        first = ports[0]
+        out[f"{name}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+        for p in ports:
+            proto = p.get("protocol", "TCP")
+            pre = f"{name}_PORT_{p['port']}_{proto}"
+            out[pre] = f"{proto.lower()}://{ip}:{p['port']}"
+            out[f"{pre}_PROTO"] = proto.lower()
+            out[f"{pre}_PORT"] = str(p["port"])
+            out[f"{pre}_ADDR"] = ip
+    return out
+
+
+def services_for_pod(pod: dict[str, Any], services: list[dict[str, Any]],
+                     ) -> list[dict[str, Any]]:
+    """The pod's namespace's Services when enableServiceLinks (default true), and
+    always default/kubernetes (upstream getServiceEnvVarMap)."""
+    ns = pod["metadata"].get("namespace", "default")
+    links = pod["spec"].get("enableServiceLinks", True) is not False
+    by_name: dict[str, dict[str, Any]] = {}
+    for s in services:
+        m = s["metadata"]
+        s_ns = m.get("namespace", "default")
+        if s_ns == "default" and m["name"] == "kubernetes":
+            by_name.setdefault("kubernetes", s)
+        elif links and s_ns == ns:
+            by_name[m["name"]] = s
+    return list(by_name.values())
+
+
 async def make_environment(pod: dict[str, Any], container: dict[str, Any], *,
                            objects: ObjectSource, pod_ips: list[str], host_ips: list[str],
                            allocatable_cpu_milli: int = 0, allocatable_memory: int = 0,
+                           services: list[dict[str, Any]] | None = None,
                            ) -> list[tuple[str, str]]:
+    """envFrom, then env (later wins), then the service variables not already set."""
     ns = pod["metadata"].get("namespace", "default")
+    svc_env = service_env(services or [])
     env: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
@@ -157,7 +205,7 @@ async def make_environment(pod: dict[str, Any], container: dict[str, Any], *,
     for e in container.get("env") or []:
         name = e["name"]
         if "valueFrom" not in e:
-            env[name] = expand(str(e.get("value", "")), env)
+            env[name] = expand(str(e.get("value", "")), {**svc_env, **env})
             continue
         vf = e["valueFrom"]
         if "fieldRef" in vf:
@@ -200,4 +248,6 @@ async def make_environment(pod: dict[str, Any], container: dict[str, Any], *,
                 raise ContainerConfigError(
                     f"couldn't find key {ref['key']} in Secret {ns}/{ref['name']}")
             env[name] = sdata[ref["key"]]
+    for k, v in svc_env.items():
+        env.setdefault(k, v)
     return list(env.items())

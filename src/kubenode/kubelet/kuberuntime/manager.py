@@ -138,6 +138,8 @@ class KubeGenericRuntimeManager:
     crash_backoff: Backoff
     host_ips: Callable[[], list[str]] = list
     node_memory: int = 0
+    # the Services whose variables a pod's containers get (pod -> services)
+    services: Callable[[dict[str, Any]], list[dict[str, Any]]] = lambda _pod: []
 
     # ---- status ---------------------------------------------------------------
 
@@ -314,7 +316,8 @@ class KubeGenericRuntimeManager:
             env = await make_environment(
                 pod, container, objects=self.objects, pod_ips=pod_ips,
                 host_ips=self.host_ips(), allocatable_cpu_milli=self.cfg.node_allocatable_cpu_milli,
-                allocatable_memory=self.cfg.node_allocatable_memory)
+                allocatable_memory=self.cfg.node_allocatable_memory,
+                services=self.services(pod))
             config = generate_container_config(
                 pod, container, restart_count=restart_count, image_ref=image_ref, env=env,
                 volumes=volumes, pod_ips=pod_ips, cfg=self.cfg, node_memory=self.node_memory)
