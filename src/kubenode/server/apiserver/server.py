@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from kubenode.api import errors
-from kubenode.server.apiserver import discovery, handlers, openapi
+from kubenode.server.apiserver import discovery, handlers, metricsapi, openapi
 from kubenode.server.apiserver.admission import Admission
 from kubenode.server.apiserver.authn import AuthenticationError, Authenticator, UserInfo
 from kubenode.server.apiserver.authz import Authorizer
@@ -83,6 +83,7 @@ class APIServer:
     port: int = 0
     _runner: web.AppRunner | None = None
     _kubelet_proxy: Any = None
+    _metrics_api: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -250,6 +251,8 @@ class APIServer:
         info = parse_request(request.method, path, watch=watch)
         assert self.authorizer is not None
         await self.authorizer.authorize_request(user, info)
+        if info.is_resource and info.group == metricsapi.GROUP:
+            return await self.metrics_api().handle(request, info)
         if info.is_resource:
             handlers.check_accept(request)
             return await handlers.ResourceHandler(self).handle(request, info, user)
@@ -278,7 +281,12 @@ class APIServer:
             agg = _aggregated_version(accept)
             if agg:
                 return self._aggregated(legacy=False, version=agg)
-            return handlers.json_response(discovery.api_group_list(self.table))
+            groups = discovery.api_group_list(self.table)
+            groups["groups"].append(metricsapi.discovery_group())
+            return handlers.json_response(groups)
+        metrics_doc = metricsapi.discovery_document(path)
+        if metrics_doc is not None:
+            return handlers.json_response(metrics_doc)
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) == 2:
             if not self.table.in_group_version("", parts[1]):
@@ -305,6 +313,8 @@ class APIServer:
 
     def _aggregated(self, *, legacy: bool, version: str) -> web.Response:
         body = discovery.aggregated(self.table, legacy=legacy)
+        if not legacy:
+            body["items"].append(metricsapi.discovery_aggregated())
         body["apiVersion"] = f"apidiscovery.k8s.io/{version}"
         return web.Response(
             text=json.dumps(body), headers={
@@ -341,6 +351,16 @@ class APIServer:
         if self._kubelet_proxy is None:
             self._kubelet_proxy = KubeletProxy(self)
         return await self._kubelet_proxy.handle(request, res, namespace, name, info)
+
+    def metrics_api(self) -> metricsapi.MetricsAPI:
+        """metrics.k8s.io (kubectl top), scraped from the kubelets."""
+        from kubenode.server.apiserver.proxy import KubeletProxy
+        if self._kubelet_proxy is None:
+            self._kubelet_proxy = KubeletProxy(self)
+        if self._metrics_api is None:
+            self._metrics_api = metricsapi.MetricsAPI(server=self, kubelets=self._kubelet_proxy,
+                                                      clock=self.clock)
+        return self._metrics_api
 
     async def apply(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str, patch: Any, *, dry_run: bool,
