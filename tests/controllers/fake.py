@@ -172,6 +172,7 @@ class FakeApi:
         namespace: str | None = None,
         propagation_policy: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None:
         self.calls.append(("delete", res.plural, name))
         key = f"{namespace}/{name}" if namespace else name

@@ -685,3 +685,16 @@ async def test_drain_respects_pdb(cluster: Cluster) -> None:
         return len(live) == 2 and all(p["spec"].get("nodeName") == b for p in live)
 
     await wait_for(moved, what="pods moved to the other node")
+
+
+async def test_pods_of_a_deleted_node_are_collected(cluster: Cluster) -> None:
+    c = cluster
+    ns = await namespace(c, "podgc")
+    node = f"{ns}-n"
+    await c.sim.add_node(node)
+    await c.client.create("pods", {"metadata": {"name": "p"}, "spec": {
+        "nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}}, namespace=ns)
+    await wait_for(lambda: _phase(c, ns, "p", "Running"), what="pod running")
+    c.sim.stop_node(node)
+    await c.kubectl("delete", "node", node)
+    await wait_for(lambda: gone(c, "pods", "p", ns), what="orphaned pod deleted")

@@ -126,6 +126,7 @@ class Api(Protocol):
         namespace: str | None = None,
         propagation_policy: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None: ...
 
     async def raw(self, method: str, path: str, body: Obj | None = None) -> Obj: ...

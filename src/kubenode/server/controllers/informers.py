@@ -120,6 +120,7 @@ class ClientApi:
         namespace: str | None = None,
         propagation_policy: str | None = None,
         uid: str | None = None,
+        grace_period_seconds: int | None = None,
     ) -> None:
         try:
             await self.client.delete(
@@ -127,6 +128,7 @@ class ClientApi:
                 name,
                 namespace=namespace,
                 propagation_policy=propagation_policy,
+                grace_period_seconds=grace_period_seconds,
                 preconditions={"uid": uid} if uid else None,
             )
         except ClientApiError as err:

@@ -35,6 +35,7 @@ from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleController,
     NodeLifecycleOptions,
 )
+from kubenode.server.controllers.podgc import PodGCController
 from kubenode.server.controllers.replicaset import ReplicaSetController
 from kubenode.server.controllers.rootcacertpublisher import RootCACertPublisher
 from kubenode.server.controllers.serviceaccount import ServiceAccountController
@@ -78,6 +79,11 @@ def _rootca(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
     return RootCACertPublisher(api=api, informers=informers, pki_dir=o.pki_dir)
 
 
+def _podgc(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
+    return PodGCController(api=api, informers=informers,
+                           quarantine=min(40.0, o.node_monitor_grace_period))
+
+
 CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]] = {
     "endpointslice": _simple(EndpointSliceController),
     "endpoint": _simple(EndpointsController),
@@ -86,6 +92,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "nodelifecycle": _nodelifecycle,
     "namespace": _simple(NamespaceController),
     "garbagecollector": _simple(GarbageCollector),
+    "podgc": _podgc,
     "serviceaccount": _simple(ServiceAccountController),
     "job": _simple(JobController),
     "cronjob": _simple(CronJobController),
