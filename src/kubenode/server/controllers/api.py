@@ -132,7 +132,6 @@ class Api(Protocol):
     async def raw(self, method: str, path: str, body: Obj | None = None) -> Obj: ...
 
 
-Handler = Callable[..., None]
 
 
 class Informer(Protocol):
