@@ -273,10 +273,10 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
           "needscm Running", log)
     kube = env.get("service", "kubernetes")
     svc = f"hi-there {kube['spec']['clusterIP']} tcp://{kube['spec']['clusterIP']}:443"
-    until(lambda: svc in (env.tmp / "logs").joinpath(
-        *[d.name for d in (env.tmp / "logs").iterdir() if d.name.startswith("default_needscm_")],
-        "c", "0.log").read_text(), 20, "needscm log", log)
-
+    until(lambda: svc in env.kubectl("logs", "needscm", check=False).stdout, 30,
+          "kubectl logs through the API server", log)
+    exec_out = env.kubectl("exec", "needscm", "--", "cat", "/etc/hostname", check=False)
+    assert exec_out.stdout.strip() == "needscm", exec_out.stderr
     events = env.get("events") or {"items": []}
     reasons = {(e["involvedObject"]["name"], e["reason"]) for e in events["items"]}
     assert {("web", "Pulled"), ("web", "Created"), ("web", "Started"),
