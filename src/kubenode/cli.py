@@ -80,6 +80,8 @@ def _kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-reserved", default="")
     p.add_argument("--pod-infra-container-image", dest="pod_infra_image", default="")
     p.add_argument("--provider-id", default="")
+    p.add_argument("--pod-cidr", dest="kubelet_pod_cidr", default="",
+                   help="the node's pod CIDR (spec.podCIDR) when no controller assigns one")
     p.add_argument("--file-check-frequency", type=float, default=0.0)
     p.add_argument("--node-status-update-frequency", type=float, default=0.0)
 

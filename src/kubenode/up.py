@@ -251,6 +251,7 @@ class Up:
             "--container-runtime-endpoint", f"unix://{lay.socket}",
             "--root-dir", str(lay.data_dir / "kubelet"),
             "--pod-logs-dir", str(lay.pod_logs_dir), "--cluster-dns", "10.43.0.10",
+            "--pod-cidr", lay.pod_cidr,
             "--port", str(a.kubelet_port), "--healthz-port", str(a.kubelet_healthz_port),
             *[f"--{kv.lstrip('-')}" for kv in [*a.kubelet_arg, *a.kube_proxy_arg]]))
         self._start(agent)

@@ -91,6 +91,7 @@ def test_up_runs_a_pod_and_stops_cleanly(tmp_path: Path) -> None:
         until(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
                           ((get("node", "up-node") or {}).get("status") or {})
                           .get("conditions", [])), 90, "node Ready", logs)
+        assert get("node", "up-node")["spec"]["podCIDR"] == subnet
         assert kubectl("apply", "-f", "-", input=POD).returncode == 0
         pod = until(lambda: (lambda p: p if p and p["status"].get("phase") == "Running"
                              else None)(get("pod", "hello")), 90, "pod Running", logs)

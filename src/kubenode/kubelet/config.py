@@ -173,6 +173,8 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
             k, _, v = kv.partition("=")
             if k:
                 cfg.node_labels[k] = v
+    if getattr(args, "kubelet_pod_cidr", None):
+        cfg.pod_cidr = args.kubelet_pod_cidr
     for attr in ("file_check_frequency", "node_status_update_frequency"):
         if getattr(args, attr, None):
             setattr(cfg, attr, float(getattr(args, attr)))
