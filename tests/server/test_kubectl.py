@@ -282,3 +282,18 @@ def test_server_side_apply_removes_fields_it_no_longer_applies(server: APIServer
                          input=first).stdout
     assert "(server dry run)" in out
     assert _json(server, "get", "cm", "ssa")["data"] == {"x": "1"}
+
+
+@pytest.mark.parametrize("kubectl", [KUBECTL_127, "kubectl"])
+def test_debug_adds_ephemeral_container(server: APIServerProcess, kubectl: str) -> None:
+    name = "dbgpod" + ("127" if kubectl == KUBECTL_127 else "132")
+    server.kubectl("run", name, "--image=busybox")
+    server.kubectl("debug", name, "--image=busybox:1.36", "--container=dbg", kubectl=kubectl,
+                   timeout=30)
+    pod = _json(server, "get", "pod", name)
+    eph = pod["spec"]["ephemeralContainers"]
+    assert [c["name"] for c in eph] == ["dbg"] and eph[0]["image"] == "busybox:1.36"
+    # the name of a regular container is taken
+    r = server.kubectl("debug", name, "--image=busybox:1.36", f"--container={name}",
+                       kubectl=kubectl, check=False, timeout=30)
+    assert r.returncode != 0 and "Duplicate value" in r.stderr

@@ -173,6 +173,9 @@ class ResourceHandler:
             return await self.token_request(request, store, namespace, name)
         if info.subresource == "finalize":
             verb = "update"
+        if info.subresource == "ephemeralcontainers":
+            return await self.ephemeral_containers(request, res, store, namespace, name, verb,
+                                                   dry_run)
         if info.subresource == "approval" and verb in ("update", "patch"):
             resp = await (self.patch(request, res, store, namespace, name, "status", dry_run,
                                      user) if verb == "patch" else
@@ -415,6 +418,78 @@ class ResourceHandler:
 
         obj = await store.guaranteed_update(namespace, name, mutate, dry_run=dry_run)
         return json_response(to_scale(obj))
+
+    async def ephemeral_containers(self, request: web.Request, res: ResourceInfo,
+                                   store: Store, namespace: str, name: str, verb: str,
+                                   dry_run: bool) -> web.Response:
+        """pods/ephemeralcontainers (`kubectl debug`): only spec.ephemeralContainers
+        changes; existing ones may be neither changed nor removed."""
+        if verb == "get":
+            return self.respond_object(request, res, await store.get(namespace, name))
+        if verb == "update":
+            body = await self.decode_object(request, res)
+
+            def produce(cur: dict[str, Any]) -> dict[str, Any]:
+                return dict(body or {})
+        elif verb == "patch":
+            ptype = PATCH_TYPES.get(request.content_type)
+            raw = await request.read()
+            patch = json.loads(raw or b"null")
+
+            def produce(cur: dict[str, Any]) -> dict[str, Any]:
+                if ptype == "json":
+                    return dict(json_patch(cur, patch))
+                if ptype == "merge":
+                    return dict(json_merge_patch(cur, patch))
+                return strategic_merge_patch(cur, patch, res.model)
+        else:
+            raise errors.method_not_allowed(f"{verb} is not supported")
+
+        def mutate(cur: dict[str, Any]) -> dict[str, Any]:
+            new = produce(copy.deepcopy(cur))
+            self.prune(request, new, res)
+            old_eph = (cur.get("spec") or {}).get("ephemeralContainers") or []
+            new_eph = (new.get("spec") or {}).get("ephemeralContainers") or []
+            causes: list[errors.StatusCause] = []
+            by_name = {c.get("name"): c for c in new_eph if isinstance(c, dict)}
+            for c in old_eph:
+                if by_name.get(c.get("name")) != c:
+                    causes.append(errors.StatusCause(
+                        type="FieldValueForbidden", field="spec.ephemeralContainers",
+                        message="Forbidden: existing ephemeral containers "
+                                f'"{c.get("name")}" may not be changed'))
+            taken = {c.get("name") for key in ("containers", "initContainers")
+                     for c in (cur.get("spec") or {}).get(key) or []}
+            for i, c in enumerate(new_eph):
+                if c in old_eph:
+                    continue
+                path = f"spec.ephemeralContainers[{i}]"
+                if not c.get("name"):
+                    causes.append(errors.StatusCause(type="FieldValueRequired",
+                                                     message="Required value",
+                                                     field=f"{path}.name"))
+                elif c["name"] in taken:
+                    causes.append(errors.StatusCause(
+                        type="FieldValueDuplicate", message=f'Duplicate value: "{c["name"]}"',
+                        field=f"{path}.name"))
+                if not c.get("image"):
+                    causes.append(errors.StatusCause(type="FieldValueRequired",
+                                                     message="Required value",
+                                                     field=f"{path}.image"))
+                c.setdefault("terminationMessagePath", "/dev/termination-log")
+                c.setdefault("terminationMessagePolicy", "File")
+                c.setdefault("resources", {})
+                if c.get("image"):
+                    c.setdefault("imagePullPolicy", "Always" if ":" not in c["image"].rsplit(
+                        "/", 1)[-1] or c["image"].endswith(":latest") else "IfNotPresent")
+            if causes:
+                raise errors.invalid(kind="Pod", name=name, causes=causes)
+            cur.setdefault("spec", {})["ephemeralContainers"] = new_eph
+            return cur
+
+        obj = await store.guaranteed_update(namespace, name, mutate, subresource="raw",
+                                            dry_run=dry_run)
+        return self.respond_object(request, res, obj)
 
     async def binding(self, request: web.Request, store: Store, namespace: str,
                       name: str) -> web.Response:
