@@ -162,3 +162,19 @@ async def test_kubelet_restart_adopts_running_pod(kubelet: Kubelet) -> None:
     assert [c.id for c in after.containers] == [c.id for c in before.containers]
     assert [s.id for s in after.sandboxes] == [s.id for s in before.sandboxes]
     await asyncio.sleep(0)
+
+
+async def test_dead_sandbox_is_recreated(kubelet: Kubelet) -> None:
+    pod = make_pod("phoenix", [{"name": "s", "image": "busybox", "imagePullPolicy": "Never",
+                                "command": ["sleep", "3600"]}], terminationGracePeriodSeconds=1)
+    kubelet.update_source("test", [pod])
+    await wait_for(lambda: status_of(kubelet, pod).get("phase") == "Running", 120, "Running")
+    uid = PodUID(pod["metadata"]["uid"])
+    first = kubelet.runtime_status[uid].sandboxes[0].id
+    await kubelet.runtime.stop_pod_sandbox(first)  # as if the pause process died
+    await wait_for(lambda: (lambda s: s.sandboxes and s.sandboxes[0].id != first and
+                            s.sandboxes[0].ready and s.sandboxes[0].attempt == 1)(
+        kubelet.runtime_status[uid]), 60, "new sandbox")
+    await wait_for(lambda: cstatus(kubelet, pod, "s").get("restartCount") == 1 and
+                   "running" in cstatus(kubelet, pod, "s").get("state", {}), 60, "restarted")
+    assert kubelet.recorder.find(name="phoenix", reason="SandboxChanged")
