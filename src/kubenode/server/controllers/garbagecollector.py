@@ -107,7 +107,7 @@ class GarbageCollector(Controller):
         new_owners = {r.get("uid") for r in new["metadata"].get("ownerReferences") or []}
         for ref in old["metadata"].get("ownerReferences") or []:
             if ref.get("uid") not in new_owners:
-                self.dependents.get(ref.get("uid", ""), set()).discard(key)
+                self._forget_dependent(ref.get("uid", ""), key)
                 self._enqueue_uid(ref.get("uid", ""))
         self._upsert(res, new)
 
@@ -116,10 +116,17 @@ class GarbageCollector(Controller):
         md = obj["metadata"]
         self.uids.pop(md.get("uid", ""), None)
         for ref in md.get("ownerReferences") or []:
-            self.dependents.get(ref.get("uid", ""), set()).discard(key)
+            self._forget_dependent(ref.get("uid", ""), key)
             self._enqueue_uid(ref.get("uid", ""))  # a foreground owner may be unblocked
         for dep in self.dependents.get(md.get("uid", ""), set()):
             self.queue.add(dep)
+
+    def _forget_dependent(self, owner_uid: str, key: str) -> None:
+        deps = self.dependents.get(owner_uid)
+        if deps is not None:
+            deps.discard(key)
+            if not deps:
+                del self.dependents[owner_uid]
 
     def _enqueue_uid(self, uid: str) -> None:
         key = self.uids.get(uid)
