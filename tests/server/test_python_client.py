@@ -289,3 +289,16 @@ def test_propagation_policy_finalizers(api: client.ApiClient) -> None:
     core.delete_namespaced_config_map("prop-bg", "default", propagation_policy="Background")
     with pytest.raises(ApiException):
         core.read_namespaced_config_map("prop-bg", "default")
+
+
+def test_priority_admission(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    crit = core.create_namespaced_pod("kube-system", _pod(
+        "crit", priorityClassName="system-node-critical"))
+    assert crit.spec.priority == 2000001000
+    assert crit.spec.preemption_policy == "PreemptLowerPriority"
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod("default", _pod("nopc", priorityClassName="missing"))
+    assert err.value.status == 403
+    assert "no PriorityClass with name missing was found" in err.value.body
+    assert core.create_namespaced_pod("default", _pod("plain")).spec.priority == 0

@@ -35,6 +35,7 @@ class Admission:
             if info.kind == "Pod" and info.group == "" and op == "CREATE":
                 self.service_account(obj)
                 self.default_toleration_seconds(obj)
+                await self.priority(obj)
         return admit
 
     async def namespace_lifecycle(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
@@ -54,6 +55,40 @@ class Admission:
                 code=403, reason="Forbidden", group=info.group, kind=info.plural, name=name,
                 message=f'{info.qualified} "{name}" is forbidden: unable to create new '
                         f"content in namespace {ns} because it is being terminated")
+
+    async def priority(self, pod: dict[str, Any]) -> None:
+        """Priority admission: spec.priority (and preemptionPolicy) from the named
+        PriorityClass, or from the globalDefault one; an unknown class is 403."""
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            return
+        store = self.server.store("scheduling.k8s.io", "priorityclasses")
+        name = spec.get("priorityClassName")
+        pc: dict[str, Any] | None = None
+        if name:
+            try:
+                pc = await store.get("", name)
+            except errors.StatusError as err:
+                if err.code != 404:
+                    raise
+                pod_name = (pod.get("metadata") or {}).get("name") or ""
+                raise errors.StatusError(
+                    code=403, reason="Forbidden", kind="pods", name=pod_name,
+                    message=f'pods "{pod_name}" is forbidden: no PriorityClass with name '
+                            f"{name} was found") from err
+        else:
+            from kubenode.server.apiserver.registry.store import ListOptions
+            for item in (await store.list("", ListOptions()))["items"]:
+                if item.get("globalDefault"):
+                    pc = item
+                    spec["priorityClassName"] = item["metadata"]["name"]
+                    break
+        if pc is not None:
+            spec["priority"] = int(pc.get("value") or 0)
+            spec["preemptionPolicy"] = pc.get("preemptionPolicy") or "PreemptLowerPriority"
+        else:
+            spec.setdefault("priority", 0)
+            spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
 
     def service_account(self, pod: dict[str, Any]) -> None:
         spec = pod.setdefault("spec", {})

@@ -474,6 +474,16 @@ async def bootstrap(server: APIServer) -> None:
                  "ports": [{"name": "https", "port": 443, "protocol": "TCP",
                             "targetPort": server.port or server.config.secure_port}]}})
     await reconcile_kubernetes_endpoints(server)
+    for pc_name, value in (("system-node-critical", 2000001000),
+                           ("system-cluster-critical", 2000000000)):
+        await _ensure(server.store("scheduling.k8s.io", "priorityclasses"), "", {
+            "metadata": {"name": pc_name}, "value": value,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "description": "Used for system critical pods that must run in the cluster, but "
+                           "can be moved to another node if necessary."
+            if pc_name == "system-cluster-critical" else
+            "Used for system critical pods that must not be moved from their current "
+            "node."})
     for role in BOOTSTRAP_CLUSTER_ROLES:
         await _ensure(server.store("rbac.authorization.k8s.io", "clusterroles"), "", role)
     for b in BOOTSTRAP_BINDINGS:
