@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,31 @@ async def test_pod_logs_dir_locator(tmp_path: Path) -> None:
         await loc.container_log(namespace="ns1", pod="nope", container="app", previous=False)
     with pytest.raises(NotFound, match='container "db" not found in pod "web"'):
         await loc.container_log(namespace="ns1", pod="web", container="db", previous=False)
+
+
+async def test_tail_from_the_end_matches_a_full_read(tmp_path: Path) -> None:
+    """tailLines reads blocks backwards; it must give the same lines as a full read,
+    also when partial records straddle the block where it starts."""
+    rng = random.Random(7)
+    p = tmp_path / "0.log"
+    recs = []
+    for i in range(6000):
+        tag = "P" if rng.random() < 0.3 else "F"
+        stream = "stderr" if rng.random() < 0.2 else "stdout"
+        recs.append(f"{ts(i % 30)} {stream} {tag} r{i}-" + "y" * rng.randrange(0, 300) + "\n")
+    recs.append(rec(0, "end") + rec(0, "end", stream="stderr"))
+    p.write_text("".join(recs))
+    full = (await collect(p, LogOptions(timestamps=True))).splitlines(keepends=True)
+    for n in (0, 1, 7, 100, 1500, len(full) - 1, len(full), len(full) + 10):
+        got = await collect(p, LogOptions(tail_lines=n, timestamps=True))
+        assert got == b"".join(full[-n:] if n else []), n
+
+
+async def test_since_with_offset_and_short_timestamps(tmp_path: Path) -> None:
+    p = tmp_path / "0.log"
+    p.write_text("2025-11-23T22:33:20.5+02:00 stdout F a\n"   # T0 + 0.5
+                 "2025-11-23T20:33:21Z stdout F b\n"          # T0 + 1
+                 "2025-11-23T20:33:22.000000001Z stdout F c\n")
+    assert await collect(p, LogOptions(since_time=T0 + 0.25)) == b"a\nb\nc\n"
+    assert await collect(p, LogOptions(since_time=T0 + 0.75)) == b"b\nc\n"
+    assert await collect(p, LogOptions(since_time=T0 + 1.5)) == b"c\n"

@@ -12,7 +12,8 @@ Contract: `await read_logs(path, options, write, ...)` writes the selected lines
 - `since_time` (unix seconds) keeps lines stamped at or after it (`sinceSeconds` is turned
   into `since_time` by the caller with its clock);
 - `tail_lines` keeps the last N lines (after `since`, before `limit_bytes`);
-- `timestamps` prefixes each line with its timestamp and a space;
+- `timestamps` prefixes each line with its timestamp (RFC3339NanoFixed, as upstream)
+  and a space;
 - `stream` ("stdout"/"stderr") keeps one stream, None keeps both;
 - `limit_bytes` stops after that many bytes (a line may be cut), also ending a follow;
 - `follow` keeps polling `path` every `poll_interval` for new records after the initial
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
-import io
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -100,31 +100,6 @@ def parse_cri_line(line: bytes) -> LogRecord:
     return LogRecord(timestamp=b"", time=None, stream=b"stdout", partial=False, content=line)
 
 
-@dataclass(frozen=True, kw_only=True)
-class LogLine:
-    timestamp: bytes
-    time: float | None
-    stream: bytes
-    content: bytes   # with the trailing newline
-
-
-class _Joiner:
-    """Joins P records (per stream) with the following F record."""
-
-    def __init__(self) -> None:
-        self._pending: dict[bytes, tuple[LogRecord, list[bytes]]] = {}
-
-    def feed(self, rec: LogRecord) -> LogLine | None:
-        first, chunks = self._pending.get(rec.stream, (rec, []))
-        chunks.append(rec.content)
-        if rec.partial:
-            self._pending[rec.stream] = (first, chunks)
-            return None
-        self._pending.pop(rec.stream, None)
-        return LogLine(timestamp=first.timestamp, time=first.time, stream=first.stream,
-                       content=b"".join(chunks) + b"\n")
-
-
 def rotated_files(path: Path) -> list[Path]:
     """Older files of the same log, oldest first: <name>.<suffix>[.gz]."""
     try:
@@ -145,35 +120,79 @@ def _open_plain(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _lines(f: BinaryIO) -> Iterator[bytes]:
-    for raw in f:
-        if raw.endswith(b"\n"):
-            yield raw[:-1]
-        else:
-            yield raw  # last line of a finished file
+_STREAMS = (b"stdout", b"stderr")
+_CHUNK = 1 << 20
 
 
-class _Selector:
-    """since/stream filtering, timestamps prefix, limit_bytes accounting."""
+class _Pipeline:
+    """CRI records -> joined, filtered, rendered output lines (the hot path: no objects
+    per record). Partial records wait per stream for their F record; the joined line
+    carries its first record's timestamp. `since` is checked until the first line passes
+    it: a container's log is written in time order."""
 
     def __init__(self, opts: LogOptions) -> None:
-        self.opts = opts
-        self.remaining = opts.limit_bytes
+        self.pending: dict[bytes, tuple[bytes, list[bytes]]] = {}
         self.stream = opts.stream.encode() if opts.stream else None
+        self.since = opts.since_time
+        self._since_text = b""
+        if opts.since_time is not None:
+            whole = int(opts.since_time // 1)
+            nanos = round((opts.since_time - whole) * 1e9)
+            if nanos >= 1_000_000_000:
+                whole, nanos = whole + 1, 0
+            self._since_text = (dt.datetime.fromtimestamp(whole, dt.UTC)
+                                .strftime("%Y-%m-%dT%H:%M:%S").encode()
+                                + b".%09dZ" % nanos)
+        self.timestamps = opts.timestamps
+        self.remaining = opts.limit_bytes
 
-    def keep(self, line: LogLine) -> bool:
-        if self.stream is not None and line.stream != self.stream:
-            return False
-        since = self.opts.since_time
-        return not (since is not None and line.time is not None and line.time < since)
+    def lines(self, raws: Iterable[bytes]) -> Iterator[bytes]:
+        pending = self.pending
+        want = self.stream
+        ts_prefix = self.timestamps
+        for raw in raws:
+            parts = raw.split(b" ", 3)
+            if len(parts) >= 3 and parts[2] in (b"F", b"P") and parts[1] in _STREAMS:
+                ts, stream = parts[0], parts[1]
+                content = parts[3] if len(parts) == 4 else b""
+                partial = parts[2] == b"P"
+            else:
+                rec = parse_cri_line(raw)
+                ts, stream, partial, content = rec.timestamp, rec.stream, rec.partial, \
+                    rec.content
+            if partial:
+                if stream in pending:
+                    pending[stream][1].append(content)
+                else:
+                    pending[stream] = (ts, [content])
+                continue
+            if pending and stream in pending:
+                ts, chunks = pending.pop(stream)
+                chunks.append(content)
+                content = b"".join(chunks)
+            if want is not None and stream != want:
+                continue
+            if self.since is not None:
+                if len(ts) == 30 and ts[-1:] == b"Z":  # RFC3339Nano UTC: compare as text
+                    if ts < self._since_text:
+                        continue
+                else:
+                    t = parse_timestamp(ts) if ts else None
+                    if t is not None and t < self.since:
+                        continue
+                self.since = None
+            if ts_prefix and ts:
+                if len(ts) != 30 or ts[-1:] != b"Z":
+                    ts = format_timestamp(ts)
+                yield ts + b" " + content + b"\n"
+            else:
+                yield content + b"\n"
 
-    def render(self, line: LogLine) -> bytes:
-        data = line.content
-        if self.opts.timestamps and line.timestamp:
-            data = format_timestamp(line.timestamp) + b" " + data
-        if self.remaining is not None:
-            data = data[: self.remaining]
-            self.remaining -= len(data)
+    def limit(self, data: bytes) -> bytes:
+        if self.remaining is None:
+            return data
+        data = data[: self.remaining]
+        self.remaining -= len(data)
         return data
 
     @property
@@ -181,87 +200,133 @@ class _Selector:
         return self.remaining is not None and self.remaining <= 0
 
 
-def _initial_lines(path: Path, joiner: _Joiner, sel: _Selector,
-                   current: BinaryIO | None) -> Iterable[LogLine]:
+def _all_lines(f: BinaryIO) -> Iterator[bytes]:
+    """Every line of a finished file (the last may lack its newline)."""
+    rest = b""
+    while chunk := f.read(_CHUNK):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+class _Tailer:
+    """Complete lines of a growing file; an incomplete last line waits for its newline."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.rest = b""
+
+    def complete_lines(self) -> list[bytes]:
+        return list(self.iter_complete_lines())
+
+    def iter_complete_lines(self) -> Iterator[bytes]:
+        while chunk := self.f.read(_CHUNK):
+            lines = (self.rest + chunk).split(b"\n")
+            self.rest = lines.pop()
+            yield from lines
+
+    def reset(self) -> None:
+        self.f.seek(0)
+        self.rest = b""
+
+
+def _tail_start(f: BinaryIO, n: int) -> int | None:
+    """Offset of a line start from which more than `n` F records follow (reading blocks
+    backwards from the end, as upstream's tail does), or None if the file has no more."""
+    end = f.seek(0, os.SEEK_END)
+    pos = end
+    buf = b""
+    while pos > 0:
+        step = min(64 << 10, pos)
+        pos -= step
+        f.seek(pos)
+        buf = f.read(step) + buf
+        first_nl = buf.find(b"\n") if pos > 0 else -1
+        body = buf[first_nl + 1:]
+        if body.count(b" F ") > n + 1:
+            count = sum(1 for line in body.split(b"\n")
+                        if line.split(b" ", 3)[2:3] == [b"F"])
+            if count > n:
+                return pos + first_nl + 1
+    return None
+
+
+def _initial(path: Path, pipe: _Pipeline, current: _Tailer | None,
+             tail: int | None) -> Iterable[bytes]:
+    if current is not None and tail is not None and pipe.stream is None:
+        start = _tail_start(current.f, tail)
+        current.f.seek(start or 0)
+        if start is not None:
+            return pipe.lines(current.iter_complete_lines())
+    return _initial_all(path, pipe, current)
+
+
+def _initial_all(path: Path, pipe: _Pipeline, current: _Tailer | None) -> Iterator[bytes]:
     for old in rotated_files(path):
         try:
             with _open(old) as f:
-                for raw in _lines(f):
-                    line = joiner.feed(parse_cri_line(raw))
-                    if line is not None and sel.keep(line):
-                        yield line
+                yield from pipe.lines(_all_lines(f))
         except (OSError, EOFError, gzip.BadGzipFile):
             continue
     if current is not None:
-        for raw in _complete_lines(current):
-            line = joiner.feed(parse_cri_line(raw))
-            if line is not None and sel.keep(line):
-                yield line
-
-
-def _complete_lines(f: BinaryIO) -> Iterator[bytes]:
-    """Complete lines from the current position; leaves the position after the last one."""
-    while True:
-        pos = f.tell()
-        raw = f.readline()
-        if not raw:
-            return
-        if not raw.endswith(b"\n"):
-            f.seek(pos)  # a writer is mid-line: read it again later
-            return
-        yield raw[:-1]
+        yield from pipe.lines(current.iter_complete_lines())
 
 
 async def read_logs(path: str | os.PathLike[str], opts: LogOptions, write: Writer, *,
                     still_running: Callable[[], Awaitable[bool]] | None = None,
                     poll_interval: float = 0.2) -> None:
     p = Path(path)
-    sel = _Selector(opts)
-    joiner = _Joiner()
+    pipe = _Pipeline(opts)
     try:
-        current: BinaryIO | None = _open_plain(p)
+        current: _Tailer | None = _Tailer(_open_plain(p))
     except FileNotFoundError:
         current = None
         if not rotated_files(p):
             raise
     try:
-        lines: Iterable[LogLine] = _initial_lines(p, joiner, sel, current)
+        lines: Iterable[bytes] = _initial(p, pipe, current, opts.tail_lines)
         if opts.tail_lines is not None:
             lines = deque(lines, maxlen=max(opts.tail_lines, 0))
-        out = io.BytesIO()
+        out: list[bytes] = []
+        size = 0
         for line in lines:
-            out.write(sel.render(line))
-            if sel.exhausted:
+            out.append(pipe.limit(line))
+            size += len(line)
+            if pipe.exhausted:
                 break
-            if out.tell() >= 64 << 10:
-                await write(out.getvalue())
-                out = io.BytesIO()
-        if out.tell():
-            await write(out.getvalue())
-        if not opts.follow or sel.exhausted:
+            if size >= 256 << 10:
+                await write(b"".join(out))
+                out, size = [], 0
+        if out:
+            await write(b"".join(out))
+        if not opts.follow or pipe.exhausted:
             return
-        await _follow(p, current, joiner, sel, write, still_running, poll_interval)
+        await _follow(p, current, pipe, write, still_running, poll_interval)
     finally:
         if current is not None:
-            current.close()
+            current.f.close()
 
 
-async def _follow(p: Path, current: BinaryIO | None, joiner: _Joiner, sel: _Selector,
-                  write: Writer, still_running: Callable[[], Awaitable[bool]] | None,
+async def _drain(t: _Tailer, pipe: _Pipeline, write: Writer) -> bool:
+    """Write what was appended to `t`; True if anything was read."""
+    raws = t.complete_lines()
+    if not raws:
+        return False
+    out = [pipe.limit(line) for line in pipe.lines(raws) if not pipe.exhausted]
+    if out:
+        await write(b"".join(out))
+    return True
+
+
+async def _follow(p: Path, current: _Tailer | None, pipe: _Pipeline, write: Writer,
+                  still_running: Callable[[], Awaitable[bool]] | None,
                   poll_interval: float) -> None:
     opened: list[BinaryIO] = []
     try:
-        while True:
-            progressed = False
-            if current is not None:
-                for raw in _complete_lines(current):
-                    progressed = True
-                    line = joiner.feed(parse_cri_line(raw))
-                    if line is not None and sel.keep(line):
-                        await write(sel.render(line))
-                        if sel.exhausted:
-                            return
-            if progressed:
+        while not pipe.exhausted:
+            if current is not None and await _drain(current, pipe, write):
                 continue
             # at EOF of the current file: rotated or truncated?
             try:
@@ -269,24 +334,21 @@ async def _follow(p: Path, current: BinaryIO | None, joiner: _Joiner, sel: _Sele
             except FileNotFoundError:
                 st = None
             if current is not None and st is not None:
-                cur = os.fstat(current.fileno())
+                cur = os.fstat(current.f.fileno())
                 if (st.st_ino, st.st_dev) != (cur.st_ino, cur.st_dev):
                     # drain what was written to the old file before the rename
-                    for raw in _complete_lines(current):
-                        line = joiner.feed(parse_cri_line(raw))
-                        if line is not None and sel.keep(line):
-                            await write(sel.render(line))
-                            if sel.exhausted:
-                                return
-                    current = _open_plain(p)
-                    opened.append(current)
+                    await _drain(current, pipe, write)
+                    if pipe.exhausted:
+                        return
+                    current = _Tailer(_open_plain(p))
+                    opened.append(current.f)
                     continue
-                if st.st_size < current.tell():
-                    current.seek(0)
+                if st.st_size < current.f.tell():
+                    current.reset()
                     continue
             elif current is None and st is not None:
-                current = _open_plain(p)
-                opened.append(current)
+                current = _Tailer(_open_plain(p))
+                opened.append(current.f)
                 continue
             if still_running is not None and not await still_running():
                 return
