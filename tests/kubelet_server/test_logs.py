@@ -180,3 +180,6 @@ async def test_since_with_offset_and_short_timestamps(tmp_path: Path) -> None:
     assert await collect(p, LogOptions(since_time=T0 + 0.25)) == b"a\nb\nc\n"
     assert await collect(p, LogOptions(since_time=T0 + 0.75)) == b"b\nc\n"
     assert await collect(p, LogOptions(since_time=T0 + 1.5)) == b"c\n"
+    assert await collect(p, LogOptions(timestamps=True, tail_lines=3)) == (
+        b"2025-11-23T22:33:20.500000000+02:00 a\n2025-11-23T20:33:21.000000000Z b\n"
+        b"2025-11-23T20:33:22.000000001Z c\n")
