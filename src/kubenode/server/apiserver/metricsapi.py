@@ -9,12 +9,12 @@ Source: every Ready node's kubelet `/metrics/resource` (Prometheus text; the cum
 `node_cpu_usage_seconds_total` / `container_cpu_usage_seconds_total` counters and the
 `*_memory_working_set_bytes` gauges, each stamped with the kubelet's sample time), reached
 with the API server's kubelet client certificate (the `KubeletProxy`). As metrics-server,
-CPU usage is a rate between two scrapes: scrapes happen on demand, at most once per
-`min_interval`, and the samples of the last `max_window` seconds are kept per node; the
-rate is taken between the newest sample and the oldest kept one, and that span is the
-reported `window`. With a single sample so far the scraper takes a second one after
-`min_interval`. A node whose kubelet cannot be scraped is left out (as metrics-server
-does), so its pods have no metrics: `kubectl top` then says so.
+CPU usage is a rate between the two latest scrapes of a node (that span, between the
+kubelet's sample times, is the reported `window`): scrapes happen on demand, at most once
+per `min_interval`; with a single sample so far the scraper takes a second one after
+`min_interval`; a previous sample older than `max_window` is dropped. A node whose
+kubelet cannot be scraped is left out (as metrics-server does), so its pods have no
+metrics: `kubectl top` then says so.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def rate(old: Usage, new: Usage) -> Rate | None:
 class MetricsAPI:
     def __init__(self, *, server: APIServer, kubelets: KubeletProxy,
                  clock: Callable[[], float], min_interval: float = 1.0,
-                 max_window: float = 15.0) -> None:
+                 max_window: float = 60.0) -> None:
         self.server = server
         self.kubelets = kubelets
         self.clock = clock
@@ -220,7 +220,7 @@ class MetricsAPI:
                     got = await asyncio.gather(*(self._scrape(session, n) for n in due))
                     for n, s in zip(due, got, strict=True):
                         if s is not None:
-                            kept = [x for x in self._samples.get(n, [])
+                            kept = [x for x in self._samples.get(n, [])[-1:]
                                     if s.time - x.time <= self.max_window]
                             self._samples[n] = [*kept, s]
             for gone in set(self._samples) - set(nodes):
