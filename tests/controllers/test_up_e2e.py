@@ -12,14 +12,16 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubenode.kubelet import cm
+from tests.fixtures.apiserver import free_port
 from tests.fixtures.containerd import pick_subnet
-from tests.kubelet.test_up import _children_under, free_port, until
 from tests.runtime.harness import conmon_pids, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -48,6 +50,33 @@ spec:
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: http}]
 """
+
+
+def until(cond: Callable[[], Any], secs: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + secs
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            tail = "".join(p.read_text()[-2000:] for p in sorted(log.glob("*.log")))
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.3)
+
+
+def children_under(d: Path) -> list[int]:
+    """kubenode processes started with this data dir (left by a failed run)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(d).encode() in cmd and b"kubenode" in cmd:
+            out.append(int(p))
+    return out
 
 
 def test_up_deployment_scheduled_and_published(tmp_path: Path) -> None:
@@ -124,7 +153,7 @@ def test_up_deployment_scheduled_and_published(tmp_path: Path) -> None:
         out.close()
         for pid in conmon_pids(data):
             os.kill(pid, signal.SIGKILL)
-        for child in _children_under(data):
+        for child in children_under(data):
             os.kill(child, signal.SIGKILL)
         runc_root = data / "run" / "runtime" / "runc"
         if runc_root.is_dir():
