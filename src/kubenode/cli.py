@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--cni-bridge", default="kubenode0")
     up.add_argument("--kubelet-port", type=int, default=10250)
     up.add_argument("--kubelet-healthz-port", type=int, default=10248)
+    up.add_argument("--cluster-cidr", default="10.42.0.0/16",
+                    help="pods' CIDR for kube-proxy (traffic from outside is masqueraded)")
+    up.add_argument("--registry-port", type=int, default=5000,
+                    help="local image registry on 127.0.0.1 (0: a free port)")
     up.add_argument("--kubelet-arg", action="append", default=[],
                     help="extra kubelet flag as key=value (k3s style), repeatable")
     up.add_argument("--kube-proxy-arg", action="append", default=[],

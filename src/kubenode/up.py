@@ -1,21 +1,34 @@
-"""`kubenode up`: a one-machine cluster (as k3s server): `kubenode server`, a CRI runtime
-(`kubenode runtime`, or containerd with a config written here) and `kubenode agent`, each
-a child process, started in order through readiness (API /readyz, runtime socket), with
-the local images (busybox, pause from busybox-static) built and imported when missing.
+"""`kubenode up`: a one-machine cluster (as k3s server): a local image registry
+(Debian's `docker-registry`), `kubenode server`, a CRI runtime (`kubenode runtime`, or
+containerd with a config written here) and `kubenode agent`, each a child process, started
+in order through readiness (registry /v2/, API /readyz, runtime socket).
+
+Images without a network (airgap): busybox and pause are built from busybox-static when
+missing, imported into the runtime as docker.io/library/busybox:latest and
+registry.k8s.io/pause:3.10, and pushed to the local registry (127.0.0.1:--registry-port,
+default 5000; 0 picks a free port) as library/busybox:latest and pause:3.10. The runtime
+mirrors docker.io and registry.k8s.io to that registry, so `image: busybox` (pull policy
+Always, implicit :latest) is pulled from it. A name the registry lacks falls through to
+the real registry, as with any mirror. kube-proxy gets --cluster-cidr (pod CIDR,
+default 10.42.0.0/16) and the service CIDR.
+
 It prints how to use the admin kubeconfig (<data-dir>/kubeconfig.yaml) and runs until
-Ctrl-C/SIGTERM, then stops the children in reverse order (agent, runtime, server).
+Ctrl-C/SIGTERM, then stops the children in reverse order (agent, runtime, server,
+registry).
 `--kubelet-arg` / `--kube-proxy-arg key=value` pass flags to the agent (as k3s).
 Containers keep running across restarts of `kubenode up`, as with any kubelet restart.
 
 Layout under --data-dir: server files and kubeconfig.yaml, runtime/ (kubenode runtime
 root) or containerd/ (config, root, state, CNI conf), kubelet/ (root dir), images/
-(built OCI layouts), logs/ (children's logs). With the default data dir the runtime
-socket, state and pod logs are at the DESIGN defaults (/run/kubenode/..., /var/log/pods).
+(built OCI layouts), registry/ (config.yml, storage), logs/ (children's logs). With the
+default data dir the runtime socket, state and pod logs are at the DESIGN defaults
+(/run/kubenode/..., /var/log/pods).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -33,6 +46,10 @@ from pathlib import Path
 from kubenode.cli import DEFAULT_DATA_DIR
 
 IMAGES = {"busybox": "docker.io/library/busybox:latest", "pause": "registry.k8s.io/pause:3.10"}
+# name in the local registry; a mirror of REGISTRY serves REGISTRY/<path> as <path>
+REGISTRY_PATHS = {"busybox": "library/busybox:latest", "pause": "pause:3.10"}
+MIRRORED = ("docker.io", "registry.k8s.io")
+REGISTRY_BIN = "/usr/bin/docker-registry"
 
 
 @dataclass(kw_only=True)
@@ -41,6 +58,7 @@ class Layout:
     runtime: str
     pod_cidr: str = "10.42.0.0/24"
     bridge: str = "kubenode0"
+    registry_port: int = 5000
 
     @property
     def default(self) -> bool:
@@ -67,6 +85,14 @@ class Layout:
     @property
     def logs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def registry_host(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.registry_host}"
 
 
 @dataclass(kw_only=True)
@@ -166,6 +192,55 @@ def import_containerd_images(layout: Layout, layouts: dict[str, Path]) -> None:
                        check=True, capture_output=True)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def registry_config(layout: Layout) -> Path:
+    """docker-registry's config: filesystem storage under <data-dir>/registry, plain HTTP
+    on 127.0.0.1 only (JSON is YAML)."""
+    base = layout.data_dir / "registry"
+    (base / "storage").mkdir(parents=True, exist_ok=True)
+    secret = base / "http-secret"
+    if not secret.exists():
+        secret.write_text(os.urandom(16).hex())
+        secret.chmod(0o600)
+    cfg = base / "config.yml"
+    cfg.write_text(json.dumps({
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": False}},
+        "storage": {"filesystem": {"rootdirectory": str(base / "storage")},
+                    "delete": {"enabled": True}, "cache": {}},
+        "http": {"addr": layout.registry_host, "secret": secret.read_text().strip()},
+    }, indent=2))
+    return cfg
+
+
+def _registry_ready(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/v2/", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def push_images(layout: Layout, layouts: dict[str, Path]) -> None:
+    """Push the built layouts to the local registry (existing blobs are skipped)."""
+    from kubenode.runtime.images.command import push_layout
+
+    for kind, d in layouts.items():
+        asyncio.run(push_layout(d, f"{layout.registry_host}/{REGISTRY_PATHS[kind]}",
+                                insecure=True))
+
+
+def mirror_flags(layout: Layout) -> list[str]:
+    return [arg for reg in MIRRORED
+            for arg in ("--registry-mirror", f"{reg}={layout.registry_url}")]
+
+
 def containerd_config(layout: Layout) -> Path:
     base = layout.data_dir / "containerd"
     net = base / "net.d"
@@ -206,7 +281,9 @@ state = "{base}/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "{net}"
     max_conf_num = 1
-""")
+""" + "".join(f"""  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."{reg}"]
+    endpoint = ["{layout.registry_url}"]
+""" for reg in MIRRORED))
     return cfg
 
 
@@ -223,11 +300,16 @@ class Up:
         print("kubenode up: building local images (busybox, pause) if missing", flush=True)
         layouts = build_layouts(lay)
         url = f"https://{a.bind_address}:{a.secure_port}"
+        registry = Child(name="registry", log=lay.logs / "registry.log",
+                         argv=[REGISTRY_BIN, "serve", str(registry_config(lay))])
+        self._start(registry)
         server = Child(name="server", log=lay.logs / "server.log", argv=_kubenode(
             "server", "--data-dir", str(lay.data_dir), "--bind-address", a.bind_address,
             "--secure-port", str(a.secure_port), "--storage", a.storage, "--etcd-servers",
             a.etcd_servers, "--service-cluster-ip-range", a.service_cluster_ip_range))
         self._start(server)
+        _wait(lambda: _registry_ready(lay.registry_url), registry, "registry")
+        push_images(lay, layouts)
         if lay.runtime == "containerd":
             cfg = containerd_config(lay)
             runtime = Child(name="containerd", log=lay.logs / "containerd.log",
@@ -240,7 +322,7 @@ class Up:
             runtime = Child(name="runtime", log=lay.logs / "runtime.log", argv=_kubenode(
                 "runtime", "--socket", str(lay.socket), "--root", str(lay.data_dir / "runtime"),
                 "--state", str(lay.run_dir / "runtime"), "--pod-cidr", lay.pod_cidr,
-                "--cni-bridge", lay.bridge,
+                "--cni-bridge", lay.bridge, *mirror_flags(lay),
                 *([] if lay.default else ["--cni-conf-dir", str(lay.data_dir / "net.d")])))
             self._start(runtime)
             _wait(lambda: lay.socket.exists(), runtime, "runtime")
@@ -253,16 +335,21 @@ class Up:
             "--pod-logs-dir", str(lay.pod_logs_dir), "--cluster-dns", "10.43.0.10",
             "--pod-cidr", lay.pod_cidr,
             "--port", str(a.kubelet_port), "--healthz-port", str(a.kubelet_healthz_port),
+            "--cluster-cidr", a.cluster_cidr,
+            "--proxy-service-cidr", a.service_cluster_ip_range,
             *[f"--{kv.lstrip('-')}" for kv in [*a.kubelet_arg, *a.kube_proxy_arg]]))
         self._start(agent)
         print(f"""
 kubenode is up: API {url}, runtime {lay.runtime} (unix://{lay.socket}), node {a.node_name}
+Images busybox and pause are preloaded and served by the registry at {lay.registry_url}
+(mirror of docker.io and registry.k8s.io).
 
   export KUBECONFIG={lay.kubeconfig}
   kubectl get nodes
   kubectl run hello --image=busybox --restart=Never -- echo hello
 
-Logs: {lay.logs}/ (server.log, {runtime.name}.log, agent.log). Ctrl-C stops everything.
+Logs: {lay.logs}/ (registry.log, server.log, {runtime.name}.log, agent.log).
+Ctrl-C stops everything; pods keep running and are adopted by the next `kubenode up`.
 """, flush=True)
         return self._supervise()
 
@@ -298,7 +385,8 @@ Logs: {lay.logs}/ (server.log, {runtime.name}.log, agent.log). Ctrl-C stops ever
 
 def main(args: argparse.Namespace) -> int:
     layout = Layout(data_dir=Path(args.data_dir).absolute(), runtime=args.runtime,
-                    pod_cidr=args.pod_cidr, bridge=args.cni_bridge)
+                    pod_cidr=args.pod_cidr, bridge=args.cni_bridge,
+                    registry_port=args.registry_port or free_port())
     if not getattr(args, "node_name", None):
         args.node_name = socket.gethostname().lower()
     up = Up(args=args, layout=layout)
