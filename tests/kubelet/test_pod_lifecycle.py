@@ -120,8 +120,16 @@ async def test_run_to_completion_and_init_containers(kubelet: Kubelet, tmp_path:
     conds = {c["type"]: c for c in st["conditions"]}
     assert conds["Ready"]["status"] == "False" and conds["Ready"]["reason"] == "PodCompleted"
     # no sandbox left running for a completed pod
-    await wait_for(lambda: kubelet.pod_workers.is_finished(PodUID(pod["metadata"]["uid"])),
-                   30, "worker finished")
+    uid = PodUID(pod["metadata"]["uid"])
+    await wait_for(lambda: kubelet.pod_workers.is_finished(uid), 30, "worker finished")
+    # deleting a pod that already finished: containers removed, deletion confirmed
+    deleted = json.loads(json.dumps(pod))
+    deleted["metadata"].update(deletionTimestamp="2030-01-01T00:00:00Z",
+                               deletionGracePeriodSeconds=30, resourceVersion="2")
+    kubelet.update_source("test", [deleted])
+    await wait_for(lambda: kubelet.status_manager.statuses[uid].delete_requested, 30,
+                   "deletion confirmed")
+    assert uid not in await kubelet.runtime_manager.list_pod_uids()
 
 
 async def test_image_and_config_errors(kubelet: Kubelet) -> None:

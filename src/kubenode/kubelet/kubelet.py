@@ -88,6 +88,7 @@ class Kubelet:
     runtime_errors: list[str] = field(default_factory=list)
     runtime_version: str = ""
     images_cache: list[dict[str, Any]] = field(default_factory=list)
+    _cleanup_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -139,6 +140,12 @@ class Kubelet:
             elif prev.get("metadata", {}).get("resourceVersion") != \
                     pod.get("metadata", {}).get("resourceVersion") or prev != pod:
                 self.pods[uid] = pod
+                if self.pod_workers.is_finished(uid) and pod["metadata"].get(
+                        "deletionTimestamp") and not prev["metadata"].get("deletionTimestamp"):
+                    # finished (terminal) before it was deleted: clean up and confirm
+                    self._cleanup_tasks.add(asyncio.get_running_loop().create_task(
+                        self.sync_terminated_pod(pod), name=f"cleanup-{uid}"))
+                    continue
                 grace = pod["metadata"].get("deletionGracePeriodSeconds")
                 self.pod_workers.update_pod(UpdatePodOptions(
                     pod=pod, update_type=UpdateType.UPDATE,
@@ -189,6 +196,11 @@ class Kubelet:
 
     async def sync_pod(self, pod: dict[str, Any]) -> bool:
         uid = pod_uid(pod)
+        known = self.status_manager.get_pod_status(uid) or pod.get("status") or {}
+        if _terminal_phase(known):
+            # a terminal pod never runs again, even if its containers are gone
+            self.status_manager.set_pod_status(pod, known)
+            return True
         st = await self._status(pod)
         api_status = self._api_status(pod, st)
         deadline = pod["spec"].get("activeDeadlineSeconds")
