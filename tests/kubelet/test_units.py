@@ -265,3 +265,38 @@ def test_config_file_and_flags(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     c2 = KubeletConfig(node_name="x")
     with pytest.raises(ValueError):
         apply_file(c2, {"nodeStatusUpdateFrequency": "10"})
+
+
+def test_node_status_setters() -> None:
+    from kubenode.kubelet import nodestatus as ns
+    errors: list[str] = []
+    setters = [ns.node_addresses(node_ip="10.0.0.5", hostname="n1"),
+               ns.machine_info(capacity={"cpu": 2000, "memory": 4 * 2**30,
+                                         "ephemeral-storage": 10 * 2**30},
+                               reserved={"cpu": 500, "memory": 2**30}, max_pods=110),
+               ns.daemon_endpoints(port=lambda: 10250),
+               ns.pressure_conditions(), ns.ready_condition(lambda: list(errors))]
+    node: dict = {"status": {}}
+    for s in setters:
+        s(node, 1000.0)
+    st = node["status"]
+    assert st["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"},
+                               {"type": "Hostname", "address": "n1"}]
+    assert st["capacity"]["cpu"] == "2" and st["allocatable"]["cpu"] == "1500m"
+    assert st["allocatable"]["memory"] == f"{(3 * 2**30 - 100 * 2**20) // 1024}Ki"
+    assert st["allocatable"]["pods"] == "110"
+    conds = {c["type"]: c for c in st["conditions"]}
+    assert [c["type"] for c in st["conditions"]] == ["MemoryPressure", "DiskPressure",
+                                                      "PIDPressure", "Ready"]
+    assert conds["Ready"]["reason"] == "KubeletReady" and conds["Ready"]["status"] == "True"
+    assert conds["MemoryPressure"]["reason"] == "KubeletHasSufficientMemory"
+    errors.append("container runtime is down")
+    for s in setters:
+        s(node, 2000.0)
+    ready = {c["type"]: c for c in node["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "KubeletNotReady"
+    assert ready["message"] == "container runtime is down"
+    assert ready["lastTransitionTime"] == "1970-01-01T00:33:20Z"
+    mem = {c["type"]: c for c in node["status"]["conditions"]}["MemoryPressure"]
+    assert mem["lastTransitionTime"] == "1970-01-01T00:16:40Z"
+    assert mem["lastHeartbeatTime"] == "1970-01-01T00:33:20Z"
