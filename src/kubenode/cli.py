@@ -35,6 +35,9 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advertise-address", default="",
                    help="address of the `kubernetes` service endpoints (default: bind "
                         "address, or the default route's source address)")
+    p.add_argument("--kubelet-certificate-authority", default="",
+                   help="CA bundle to verify kubelets' serving certificates with (default: "
+                        "not verified, as upstream)")
     p.add_argument("--token-auth-file", help="static bearer tokens: token,user,uid,\"g1,g2\"")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between storage compactions")

@@ -186,6 +186,23 @@ def _read_until(fd: int, pattern: str, secs: float = 20) -> str:
     raise AssertionError(f"{pattern!r} not seen in {buf!r}")
 
 
+def _wait_size(master: int, size: str, secs: float = 20) -> None:
+    """`stty size` in the remote shell until it says `size` (the resize message travels
+    beside the typed line, so the first answer may predate it)."""
+    deadline = time.monotonic() + secs
+    seen = []
+    for i in range(1000):
+        os.write(master, f"stty size; echo mark-$(({i}+1000))\n".encode())
+        got = _read_until(master, rf"(\S+ \S+|stty:[^\n]*)\s+mark-{i + 1000}")
+        if got.startswith(size + "\r") or got.startswith(size + "\n"):
+            return
+        seen.append(got)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    raise AssertionError(f"stty size never said {size}: {seen}")
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_exec_tty_resize(pods: Cluster, version: str) -> None:
     master, slave = os.openpty()
@@ -199,13 +216,11 @@ def test_exec_tty_resize(pods: Cluster, version: str) -> None:
                       stdout=slave, stderr=slave, preexec_fn=ctty)
     os.close(slave)
     try:
-        os.write(master, b"stty size; echo mark-$((6*7))\n")
-        assert _read_until(master, r"31 97\s+mark-42") is not None
+        _read_until(master, r"/ # ")  # the remote shell's prompt: the session is up
+        _wait_size(master, "31 97")
         _set_size(master, 44, 120)
         proc.send_signal(signal.SIGWINCH)
-        time.sleep(0.5)
-        os.write(master, b"stty size; echo mark-$((6*8))\n")
-        assert _read_until(master, r"44 120\s+mark-48") is not None
+        _wait_size(master, "44 120")
         os.write(master, b"exit 5\n")
         assert proc.wait(20) == 5
     finally:

@@ -28,6 +28,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         token_auth_file=Path(token_file) if token_file else None,
         compaction_interval=float(getattr(args, "compaction_interval", 300.0) or 300.0),
         advertise_address=getattr(args, "advertise_address", "") or "",
+        kubelet_certificate_authority=Path(args.kubelet_certificate_authority)
+        if getattr(args, "kubelet_certificate_authority", "") else None,
         bookmark_interval=float(getattr(args, "watch_bookmark_interval", 60.0) or 60.0),
     )
 

@@ -7,7 +7,8 @@ The kubelet is found from the Node: `status.addresses` (InternalIP, then Hostnam
 ExternalIP) and `status.daemonEndpoints.kubeletEndpoint.Port` (10250). The API server
 authenticates to it with its own client certificate (`pki/kubelet-client.crt`,
 CN=kube-apiserver-kubelet-client, O=system:masters) and, as upstream by default, does not
-verify the kubelet's serving certificate.
+verify the kubelet's serving certificate unless `--kubelet-certificate-authority` names a
+CA bundle (then the certificate must chain to it and name the address dialed).
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ class KubeletProxy:
             if not cert.exists() or not key.exists():
                 issue_client_files(pki, cn="kube-apiserver-kubelet-client",
                                    orgs=["system:masters"], cert_path=cert, key_path=key)
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            ca = self.server.config.kubelet_certificate_authority
+            if ca is not None:
+                ctx = ssl.create_default_context(cafile=str(ca))
+            else:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
             ctx.load_cert_chain(cert, key)
             self._ssl = ctx
         return self._ssl

@@ -55,6 +55,7 @@ class ServerConfig:
     compaction_interval: float = 300.0
     bookmark_interval: float = 60.0
     advertise_address: str = ""
+    kubelet_certificate_authority: Path | None = None
 
 
 def make_storage(config: ServerConfig) -> Storage:
