@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from kubenode.server.controllers.endpointslice import EndpointSliceController
 from kubenode.server.controllers.garbagecollector import GarbageCollector
 from kubenode.server.controllers.informers import ClientApi, SharedInformers
 from kubenode.server.controllers.job import JobController
+from kubenode.server.controllers.leaderelection import LeaderElector
 from kubenode.server.controllers.namespace import NamespaceController
 from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleController,
@@ -51,6 +54,10 @@ class ControllerOptions:
     node_monitor_grace_period: float = 50.0
     node_monitor_period: float = 5.0
     pki_dir: str | None = None
+    leader_elect: bool = True
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
 
 def _nodelifecycle(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
@@ -80,8 +87,9 @@ def _rootca(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
 
 
 def _podgc(api: Api, informers: Informers, o: ControllerOptions) -> Controller:
-    return PodGCController(api=api, informers=informers,
-                           quarantine=min(40.0, o.node_monitor_grace_period))
+    return PodGCController(
+        api=api, informers=informers, quarantine=min(40.0, o.node_monitor_grace_period)
+    )
 
 
 CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]] = {
@@ -111,6 +119,11 @@ def enabled(name: str, flags: list[str]) -> bool:
     if f"-{name}" in flags:
         return False
     return "*" in flags
+
+
+def enabled_controllers(options: ControllerOptions) -> list[str]:
+    flags = [f.strip() for item in options.controllers for f in item.split(",") if f.strip()]
+    return [name for name in CONTROLLERS if enabled(name, flags)]
 
 
 def build_controllers(
@@ -175,29 +188,62 @@ async def run_control_plane(
     stop: asyncio.Event,
     options: ControllerOptions | None = None,
     scheduler: bool = True,
+    identity: str | None = None,
 ) -> None:
-    """Scheduler and controllers over one set of shared informers."""
+    """Scheduler and controllers over one set of shared informers, each running only
+    while it holds its Lease in kube-system (kube-scheduler, kube-controller-manager),
+    as upstream's leader election; fresh loops after every (re)acquisition."""
     from kubenode.server.scheduler.scheduler import Scheduler
 
     options = options or ControllerOptions()
     api = ClientApi(client)
+    me = identity or f"{socket.gethostname()}_{uuid.uuid4()}"
     async with SharedInformers(client) as shared:
-        loops: list[Any] = build_controllers(api, shared, options)
+
+        async def lead_controllers(lost: asyncio.Event) -> None:
+            await run_loops(build_controllers(api, shared, options), lost)
+
+        async def lead_scheduler(lost: asyncio.Event) -> None:
+            await run_loops([Scheduler(api=api, informers=shared)], lost)
+
+        roles: list[tuple[str, Callable[[asyncio.Event], Coroutine[Any, Any, None]]]] = []
+        if enabled_controllers(options):
+            roles.append(("kube-controller-manager", lead_controllers))
         if scheduler:
-            loops.append(Scheduler(api=api, informers=shared))
-        await run_loops(loops, stop)
+            roles.append(("kube-scheduler", lead_scheduler))
+        if not options.leader_elect:
+            await asyncio.gather(*(lead(stop) for _, lead in roles))
+            return
+        electors = [
+            LeaderElector(
+                api=api,
+                name=name,
+                identity=me,
+                lease_duration=options.lease_duration,
+                renew_deadline=options.renew_deadline,
+                retry_period=options.retry_period,
+            )
+            for name, _ in roles
+        ]
+        await asyncio.gather(
+            *(e.run(lead, stop) for e, (_, lead) in zip(electors, roles, strict=True))
+        )
 
 
 @contextlib.asynccontextmanager
-async def start_control_plane(args: Any, kubeconfig: Path, pki_dir: Path,
-                              stop: asyncio.Event) -> AsyncIterator[None]:
+async def start_control_plane(
+    args: Any, kubeconfig: Path, pki_dir: Path, stop: asyncio.Event
+) -> AsyncIterator[None]:
     """For `kubenode server`'s main: run the scheduler and controllers (as its flags say)
     in the background against the server's admin kubeconfig; on exit, stop and wait."""
     if args is None:
         yield
         return
-    controllers = ([] if getattr(args, "disable_controller_manager", False)
-                   else [getattr(args, "controllers", "*")])
+    controllers = (
+        []
+        if getattr(args, "disable_controller_manager", False)
+        else [getattr(args, "controllers", "*")]
+    )
     scheduler = not getattr(args, "disable_scheduler", False)
     if not controllers and not scheduler:
         yield
@@ -205,10 +251,13 @@ async def start_control_plane(args: Any, kubeconfig: Path, pki_dir: Path,
     options = ControllerOptions(
         controllers=controllers,
         node_monitor_grace_period=float(getattr(args, "node_monitor_grace_period", 50.0)),
-        pki_dir=str(pki_dir))
+        pki_dir=str(pki_dir),
+    )
     client = ApiClient(load_kubeconfig(kubeconfig))
-    task = asyncio.create_task(run_control_plane(client=client, stop=stop, options=options,
-                                                 scheduler=scheduler), name="control-plane")
+    task = asyncio.create_task(
+        run_control_plane(client=client, stop=stop, options=options, scheduler=scheduler),
+        name="control-plane",
+    )
     try:
         yield
     finally:
