@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cluster import Cluster
+from tests.fixtures.cluster import Cluster, kubectl_binary, until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -24,7 +24,7 @@ VERSIONS = ["1.27", "1.33"]
 PODS = """
 apiVersion: v1
 kind: Pod
-metadata: {name: web}
+metadata: {name: web, labels: {app: web}}
 spec:
   nodeName: %(node)s
   terminationGracePeriodSeconds: 1
@@ -35,9 +35,19 @@ spec:
     command: [sh, -c, "mkdir -p /a /b && echo port-8080 > /a/index.html &&
       head -c 200000 /dev/urandom > /b/blob && sha256sum /b/blob > /b/blob.sum &&
       httpd -p 8081 -h /b && exec httpd -f -p 8080 -h /a"]
+    ports: [{name: small, containerPort: 8080}, {name: blob, containerPort: 8081}]
     readinessProbe:
       exec: {command: [test, -f, /b/blob.sum]}
       periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: small}
+  - {name: blob, port: 81, targetPort: 8081}
 """
 
 
@@ -100,3 +110,24 @@ def test_cp_both_ways_10mb(web: Cluster, version: str, tmp_path: Path) -> None:
     back = tmp_path / "back.bin"
     web.kubectl("cp", f"web:{target}", str(back), version=version, timeout=120)
     assert hashlib.sha256(back.read_bytes()).hexdigest() == want
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_pod_and_service_proxy(web: Cluster, version: str) -> None:
+    raw = "/api/v1/namespaces/default/{}/proxy/index.html"
+    until(lambda: web.kubectl("get", "--raw", raw.format("services/web:http"),
+                              check=False).returncode == 0, 30, "the service's endpoints")
+    for target in ("pods/web:8080", "pods/web:small", "pods/http:web:8080",
+                   "services/web:http", "services/web:80"):
+        out = web.kubectl("get", "--raw", raw.format(target), version=version).stdout
+        assert out == "port-8080\n", target
+    blob_sum = web.kubectl("exec", "web", "--", "cat", "/b/blob.sum").stdout.split()[0]
+    r = subprocess.run([kubectl_binary(version), "--kubeconfig", str(web.kubeconfig), "get",
+                        "--raw", "/api/v1/namespaces/default/services/web:blob/proxy/blob"],
+                       capture_output=True, check=True, timeout=60)
+    assert hashlib.sha256(r.stdout).hexdigest() == blob_sum
+    r2 = web.kubectl("get", "--raw", raw.format("services/web"), version=version, check=False)
+    assert r2.returncode != 0  # two ports: one must be named
+    r3 = web.kubectl("get", "--raw", raw.format("services/nope:80"), version=version,
+                     check=False)
+    assert r3.returncode != 0 and "not found" in r3.stderr

@@ -138,7 +138,15 @@ class KubeletProxy:
             if request.rel_url.raw_query_string:
                 path += "?" + request.rel_url.raw_query_string
             return await self._upgrade(request, base, path)
+        if sub == "proxy" and res.plural in ("pods", "services"):
+            from kubenode.server.apiserver import serviceproxy
+            return await serviceproxy.handle(self.server, self, request, res, namespace, name)
         raise errors.service_unavailable(f"{res.plural}/{sub} is not available on this server")
+
+    async def forward(self, request: web.Request, method: str, url: str
+                      ) -> web.StreamResponse:
+        """Proxy one HTTP request to `url` and stream the answer back."""
+        return await self._forward(request, method, url)
 
     async def _forward(self, request: web.Request, method: str, url: str
                        ) -> web.StreamResponse:
