@@ -94,6 +94,8 @@ def test_logs_options(pods: Cluster, version: str) -> None:
     assert k("logs", "logs", version=version).stdout == "first\nsecond\nthird\n"
     assert k("logs", "logs", "-c", "b", version=version).stdout == "from-b\n"
     assert k("logs", "logs", "-c", "a", "--tail=1", version=version).stdout == "third\n"
+    assert k("logs", "logs", "-c", "a", "--limit-bytes=8", version=version).stdout == \
+        "first\nse"
     ts = k("logs", "logs", "-c", "a", "--timestamps", version=version).stdout.splitlines()
     assert len(ts) == 3
     for line, text in zip(ts, ("first", "second", "third"), strict=True):
