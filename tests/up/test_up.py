@@ -111,6 +111,28 @@ class UpProcess:
                 raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
             time.sleep(0.3)
 
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", "--kubeconfig", str(self.data / "kubeconfig.yaml"),
+                               *args], capture_output=True, text=True, timeout=60, check=False)
+
+    def ok(self, *args: str) -> str:
+        r = self.kubectl(*args)
+        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}\n{self.logs()}"
+        return r.stdout
+
+    def get(self, *args: str) -> Any:
+        r = self.kubectl("get", *args, "-o", "json")
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def running(self, name: str) -> Any:
+        pod = self.get("pod", name)
+        return pod if pod and pod["status"].get("phase") == "Running" else None
+
+    def node_ready(self) -> bool:
+        node = self.get("node", "up-e2e") or {}
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in (node.get("status") or {}).get("conditions", []))
+
     def interrupt(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         return self.proc.wait(60)
@@ -151,8 +173,10 @@ def processes_mentioning(d: Path) -> list[tuple[int, str]]:
     return out
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[tuple[UpProcess, dict[str, str]]]:
+@pytest.fixture(params=["kubenode"])
+def up(request: pytest.FixtureRequest,
+       tmp_path: Path) -> Iterator[tuple[UpProcess, dict[str, str]]]:
+    """`kubenode up --runtime <param>` (not started) with its own ports, names and subnet."""
     names = {
         "bridge": f"knup{secrets.token_hex(3)}",
         "cgroot": f"kntest-{secrets.token_hex(3)}",
@@ -163,7 +187,7 @@ def up(tmp_path: Path) -> Iterator[tuple[UpProcess, dict[str, str]]]:
     data = tmp_path / "data"
     argv = [sys.executable, "-m", "kubenode", "up", "--data-dir", str(data),
             "--secure-port", str(free_port()), "--registry-port", names["registry_port"],
-            "--node-name", "up-e2e", "--pod-cidr", names["subnet"],
+            "--runtime", request.param, "--node-name", "up-e2e", "--pod-cidr", names["subnet"],
             "--cni-bridge", names["bridge"], "--kubelet-port", "0",
             "--kubelet-healthz-port", "0",
             "--kubelet-arg", f"cgroup-root={names['cgroot']}",
@@ -189,8 +213,9 @@ def up(tmp_path: Path) -> Iterator[tuple[UpProcess, dict[str, str]]]:
         for pid in conmon_pids(data):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        runc_root = data / "run" / "runtime" / "runc"
-        if runc_root.is_dir():
+        for runc_root in (data / "run" / "runtime" / "runc", data / "containerd" / "runc"):
+            if not runc_root.is_dir():
+                continue
             for cid in os.listdir(runc_root):
                 subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid],
                                capture_output=True, check=False)
@@ -209,35 +234,13 @@ def test_up_serves_busybox_from_its_registry_and_services_through_kube_proxy(
     u, names = up
     data = u.data
     kubeconfig = data / "kubeconfig.yaml"
-
-    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args],
-                              capture_output=True, text=True, timeout=60, check=False)
-
-    def ok(*args: str) -> str:
-        r = kubectl(*args)
-        assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}\n{u.logs()}"
-        return r.stdout
-
-    def get(*args: str) -> Any:
-        r = kubectl("get", *args, "-o", "json")
-        return json.loads(r.stdout) if r.returncode == 0 else None
-
-    def running(name: str) -> Any:
-        pod = get("pod", name)
-        return pod if pod and pod["status"].get("phase") == "Running" else None
-
-    def node_ready() -> bool:
-        node = get("node", "up-e2e") or {}
-        return any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in (node.get("status") or {}).get("conditions", []))
-
+    ok, get, running = u.ok, u.get, u.running
     u.start()
     u.until(lambda: b"kubenode is up" in u.out().read_bytes(), 120, "kubenode up")
     text = u.out().read_text()
     assert f"export KUBECONFIG={kubeconfig}" in text
     assert f"http://127.0.0.1:{names['registry_port']}" in text
-    u.until(node_ready, 60, "node Ready")
+    u.until(u.node_ready, 60, "node Ready")
 
     # `image: busybox` -> docker.io/library/busybox:latest, pull policy Always: pulled
     # through the docker.io mirror, i.e. the local registry
@@ -284,7 +287,7 @@ def test_up_serves_busybox_from_its_registry_and_services_through_kube_proxy(
     # the next `kubenode up` adopts it: same container, no restart
     u.start()
     u.until(lambda: b"kubenode is up" in u.out().read_bytes(), 120, "kubenode up again")
-    u.until(node_ready, 60, "node Ready again")
+    u.until(u.node_ready, 60, "node Ready again")
     time.sleep(3)  # a kubelet that did not adopt would have replaced the container by now
     after = u.until(lambda: running("bb"), 30, "bb Running")["status"]["containerStatuses"][0]
     assert after["containerID"] == before["containerID"]
@@ -303,3 +306,24 @@ def test_up_serves_busybox_from_its_registry_and_services_through_kube_proxy(
         capture_output=True, text=True, check=False, env=os.environ.copy())
     assert check.returncode == 0, check.stdout + check.stderr
     assert not conmon_pids(data)
+
+
+@pytest.mark.parametrize("up", ["containerd"], indirect=True)
+def test_up_containerd_pulls_busybox_through_its_registry_mirror(
+        up: tuple[UpProcess, dict[str, str]]) -> None:
+    u, _ = up
+    u.start()
+    u.until(lambda: b"kubenode is up" in u.out().read_bytes(), 120, "kubenode up")
+    config = (u.data / "containerd" / "config.toml").read_text()
+    assert 'registry.mirrors."docker.io"]' in config
+    u.until(u.node_ready, 60, "node Ready")
+    u.ok("run", "bb", "--image=busybox", "--", "sleep", "3600")
+    bb = u.until(lambda: u.running("bb"), 90, "pod bb Running")
+    assert bb["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    # containerd resolves the tag with HEAD on the mirror (?ns=docker.io: for docker.io)
+    reglog = (u.data / "logs" / "registry.log").read_text()
+    assert "/v2/library/busybox/manifests/latest?ns=docker.io" in reglog
+    u.ok("delete", "pod", "bb", "--grace-period=1", "--wait=false")
+    u.until(lambda: u.get("pod", "bb") is None, 60, "bb deleted")
+    assert u.interrupt() == 0, u.logs()
+    assert processes_mentioning(u.data) == []
