@@ -295,6 +295,13 @@ class Up:
 
     def run(self) -> int:
         a, lay = self.args, self.layout
+
+        def interrupt(_signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt  # while starting: main() stops what was started
+
+        # SIGINT too: a shell's `&` starts us with SIGINT ignored
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         lay.data_dir.mkdir(parents=True, exist_ok=True)
         lay.logs.mkdir(exist_ok=True)
         print("kubenode up: building local images (busybox, pause) if missing", flush=True)
@@ -392,6 +399,9 @@ def main(args: argparse.Namespace) -> int:
     up = Up(args=args, layout=layout)
     try:
         return up.run()
+    except KeyboardInterrupt:  # Ctrl-C while starting: stop what was started, no traceback
+        up.shutdown()
+        return 130
     except BaseException:
         up.shutdown()
         raise
