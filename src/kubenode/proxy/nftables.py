@@ -8,12 +8,14 @@ Layout (names as upstream's kube-proxy table):
                 ports without endpoints); filter-forward + filter-output-post-dnat ->
                 cluster-ips-check (reject wrong ports of cluster IPs, drop unallocated
                 service-CIDR addresses)
+  sets          cluster-ips, hairpin-endpoints (ep . ep: masqueraded in masquerading)
   maps          service-ips (ip . proto . port -> goto), service-nodeports
                 (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports
   per port      service-<hash>-ns/name/proto/port (masquerade off-cluster sources,
                 session affinity, `numgen random mod` endpoint choice), external-<hash>-...
                 (node ports / external / LB IPs: masquerade, traffic policy),
-                endpoint-<hash>-...__ip/port (hairpin masquerade, affinity update, DNAT),
+                endpoint-<hash>-...__ip/port (session affinity only: affinity update,
+                DNAT; otherwise each endpoint's DNAT is a rule of the service chain),
                 affinity-<hash>-... sets (dynamic, timeout)
 
 Full sync: declare everything, flush every chain and map and refill them, delete
@@ -30,6 +32,7 @@ import logging
 from dataclasses import dataclass, field
 
 from kubenode.proxy.topology import ServiceView
+from kubenode.proxy.types import ServicePortName
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class Ruleset:
     maps: dict[str, dict[str, str]] = field(default_factory=dict)
     sets: dict[str, str] = field(default_factory=dict)  # name -> declaration
     cluster_ips: set[str] = field(default_factory=set)
+    hairpin: set[str] = field(default_factory=set)  # "ep . ep" pairs
 
     def rule_count(self) -> int:
         return sum(len(r) for r in self.chains.values()) + sum(
@@ -75,10 +79,13 @@ def _proto(p: str) -> str:
 
 def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
                   service_cidrs: list[str], masquerade_all: bool = False,
-                  cache: dict[ServiceView, Ruleset] | None = None) -> Ruleset:
-    """The whole desired table. `cache` (ServiceView -> its fragment) lets a sync reuse
-    the rules of every service port that did not change (views are immutable values)."""
-    fresh: dict[ServiceView, Ruleset] = {}
+                  cache: dict[ServicePortName, tuple[ServiceView, Ruleset]] | None = None,
+                  ) -> Ruleset:
+    """The whole desired table. `cache` (port -> (view, its fragment)) lets a sync reuse
+    the rules of every service port whose view is the same object as last time
+    (build_views reuses unchanged views; identity, not equality: hashing 10k views of
+    10 endpoints each costs more than rendering them)."""
+    fresh: dict[ServicePortName, tuple[ServiceView, Ruleset]] = {}
     rs = Ruleset()
     ch = rs.chains
     for name in BASE_CHAINS:
@@ -101,7 +108,9 @@ def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
     if service_cidrs:
         ch["cluster-ips-check"].append(f"ip daddr {{ {', '.join(service_cidrs)} }} drop")
     ch["mark-for-masquerade"] = [f"meta mark set meta mark or {MASQ_MARK}"]
-    ch["masquerading"] = [f"meta mark & {MASQ_MARK} == 0 return",
+    ch["masquerading"] = ["ct status dnat ip saddr . ip daddr @hairpin-endpoints "
+                          f"meta mark set meta mark or {MASQ_MARK}",
+                          f"meta mark & {MASQ_MARK} == 0 return",
                           f"meta mark set meta mark xor {MASQ_MARK}",
                           "masquerade fully-random"]
     ch["reject-chain"] = ["reject"]
@@ -113,15 +122,18 @@ def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
         rs.maps[m] = {}
 
     for v in views:
-        frag = cache.get(v) if cache is not None else None
-        if frag is None:
+        hit = cache.get(v.name) if cache is not None else None
+        if hit is not None and hit[0] is v:
+            frag = hit[1]
+        else:
             frag = Ruleset()
             _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
         if cache is not None:
-            fresh[v] = frag
+            fresh[v.name] = (v, frag)
         ch.update(frag.chains)
         rs.sets.update(frag.sets)
         rs.cluster_ips |= frag.cluster_ips
+        rs.hairpin |= frag.hairpin
         for m, elems in frag.maps.items():
             rs.maps[m].update(elems)
     if cache is not None:
@@ -157,18 +169,18 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         return
 
     aff_t = info.session_affinity_timeout
-    ep_chains: dict[tuple[str, int], str] = {}
+    ep_targets: dict[tuple[str, int], str] = {}
     for ep in {*v.cluster, *v.local}:
+        rs.hairpin.add(f"{ep.ip} . {ep.ip}")
+        dnat = f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}"
+        if not aff_t:
+            ep_targets[(ep.ip, ep.port)] = dnat
+            continue
         ep_name = f"endpoint-{suffix}__{ep.ip}/{ep.port}"[:250]
-        ep_chains[(ep.ip, ep.port)] = ep_name
-        rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
-        if info.session_affinity_timeout:
-            aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
-            rs.sets[aff] = (f"type ipv4_addr; flags dynamic,timeout; "
-                            f"timeout {info.session_affinity_timeout}s;")
-            rules.append(f"update @{aff} {{ ip saddr }}")
-        rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
-        ch[ep_name] = rules
+        ep_targets[(ep.ip, ep.port)] = ep_name
+        aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
+        rs.sets[aff] = f"type ipv4_addr; flags dynamic,timeout; timeout {aff_t}s;"
+        ch[ep_name] = [f"update @{aff} {{ ip saddr }}", dnat]
 
     if v.internal:
         rules = []
@@ -177,7 +189,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         elif cluster_cidr:
             rules.append(f"ip daddr {info.cluster_ip} ip saddr != {cluster_cidr} "
                          "jump mark-for-masquerade")
-        _balance([ep_chains[(e.ip, e.port)] for e in v.internal], aff_t, rules)
+        _balance([ep_targets[(e.ip, e.port)] for e in v.internal], aff_t, rules)
         ch[svc_chain] = rules
         rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
     else:  # iTP Local without local endpoints
@@ -195,7 +207,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     if info.external_policy_local:
         local_chain = f"local-{suffix}"
         lrules: list[str] = []
-        _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, lrules)
+        _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, lrules)
         ch[local_chain] = lrules
         if v.cluster and v.internal and not info.internal_policy_local:
             if cluster_cidr:
@@ -210,7 +222,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         else:
             cl = f"cluster-{suffix}"
             crules: list[str] = []
-            _balance([ep_chains[(e.ip, e.port)] for e in v.external], aff_t, crules)
+            _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, crules)
             ch[cl] = crules
             ext.append(f"goto {cl}")
     ch[ext_chain] = ext
@@ -220,20 +232,28 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
 
 
-def _balance(names: list[str], affinity: int, chain: list[str]) -> None:
-    """Rules choosing one endpoint chain: sticky sources first, then endpoint i of n with
+def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
+    """Rules choosing one endpoint: sticky sources first, then endpoint i of n with
     `numgen random mod (n-i) == 0` (probability 1/(n-i), as iptables' statistic match).
+    A target is an endpoint chain (session affinity: it updates the affinity set) or,
+    without affinity, the endpoint's DNAT statement itself: no chain per endpoint, so
+    the table has ~one chain per service port and nft's cache of it (fetched before
+    every transaction that names a chain) stays small. Hairpin traffic (an endpoint
+    reaching itself through the service) is masqueraded by the `hairpin-endpoints` rule
+    in `masquerading` instead of a rule per endpoint chain.
 
     Not one `numgen random mod n vmap { ... }` per service as upstream writes it: every
     such vmap is an anonymous set, and nft 1.0.6 (Debian 12) handles anonymous sets in
     quadratic time (measured: 3k services x 10 endpoints, full sync 12.4 s with vmaps,
     2.6 s with these rules; see bench/proxy.py)."""
+    def action(t: str) -> str:
+        return f"goto {t}" if t.startswith("endpoint-") else t
     if affinity:
-        for n in names:
+        for n in targets:
             chain.append(f"ip saddr @affinity-{n.removeprefix('endpoint-')} goto {n}")
-    for i, n in enumerate(names):
-        left = len(names) - i
-        chain.append(f"numgen random mod {left} == 0 goto {n}" if left > 1 else f"goto {n}")
+    for i, n in enumerate(targets):
+        left = len(targets) - i
+        chain.append(f"numgen random mod {left} == 0 {action(n)}" if left > 1 else action(n))
 
 
 def render(table: str, desired: Ruleset, applied: Ruleset | None,
@@ -247,6 +267,7 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
         if full or name not in applied.sets:  # type: ignore[union-attr]
             out.append(f"add set {t} {name} {{ {decl} }}")
     out.append(f"add set {t} cluster-ips {{ type ipv4_addr; }}")
+    out.append(f"add set {t} hairpin-endpoints {{ type ipv4_addr . ipv4_addr; }}")
     for name, decl in MAPS.items():
         out.append(f"add map {t} {name} {{ {decl} }}")
     for name in desired.chains:
@@ -261,6 +282,9 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
         if desired.cluster_ips:
             ips = ", ".join(sorted(desired.cluster_ips))
             out.append(f"add element {t} cluster-ips {{ {ips} }}")
+        out.append(f"flush set {t} hairpin-endpoints")
+        if desired.hairpin:
+            out.append(f"add element {t} hairpin-endpoints {{ {', '.join(desired.hairpin)} }}")
         for m, elems in desired.maps.items():
             out.append(f"flush map {t} {m}")
             if elems:
@@ -274,6 +298,12 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
             out.append(f"delete element {t} cluster-ips {{ {', '.join(sorted(gone))} }}")
         if new:
             out.append(f"add element {t} cluster-ips {{ {', '.join(sorted(new))} }}")
+        gone = applied.hairpin - desired.hairpin
+        new = desired.hairpin - applied.hairpin
+        if gone:
+            out.append(f"delete element {t} hairpin-endpoints {{ {', '.join(gone)} }}")
+        if new:
+            out.append(f"add element {t} hairpin-endpoints {{ {', '.join(new)} }}")
         for m, elems in desired.maps.items():
             old = applied.maps.get(m, {})
             dels = [k for k, v in old.items() if elems.get(k) != v]
@@ -295,7 +325,7 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
     for name in sorted(stale_chains):
         out.append(f"delete chain {t} {name}")
     stale_sets = (existing_sets if full else set(applied.sets)) - set(desired.sets) - {  # type: ignore[union-attr]
-        "cluster-ips", *MAPS}
+        "cluster-ips", "hairpin-endpoints", *MAPS}
     for name in sorted(stale_sets):
         out.append(f"delete set {t} {name}")
     return "\n".join(out) + "\n"
@@ -323,7 +353,7 @@ class NftablesBackend:
         self.service_cidrs = list(service_cidrs or [])
         self.masquerade_all = masquerade_all
         self._applied: Ruleset | None = None
-        self._cache: dict[ServiceView, Ruleset] = {}
+        self._cache: dict[ServicePortName, tuple[ServiceView, Ruleset]] = {}
         self.last_script = ""
 
     async def _existing(self) -> tuple[set[str], set[str]]:

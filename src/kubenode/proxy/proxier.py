@@ -30,6 +30,7 @@ from kubenode.proxy.conntrack import ConntrackCleaner
 from kubenode.proxy.healthcheck import ProxierHealth, ServiceHealthServer
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.topology import ServiceView, build_views, local_endpoint_counts
+from kubenode.proxy.types import ServicePortName
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Proxier:
         self.endpoints = EndpointsChangeTracker()
         self.service_map: ServicePortMap = {}
         self.endpoints_map: EndpointsMap = {}
+        self._views: dict[ServicePortName, tuple[object, object, ServiceView]] = {}
         self.services_synced = False
         self.endpointslices_synced = False
         self.need_full_sync = True
@@ -179,7 +181,8 @@ class Proxier:
         ep_result = self.endpoints.apply(self.endpoints_map)
         self.metrics.service_changes_pending.set(0)
         self.metrics.endpoint_changes_pending.set(0)
-        views = build_views(self.service_map, self.endpoints_map, self.node_name)
+        views = build_views(self.service_map, self.endpoints_map, self.node_name,
+                            cache=self._views)
         # a failure below must not lose these changes: the next (full) sync rebuilds
         # everything from the maps, which already hold them
         self.need_full_sync = True

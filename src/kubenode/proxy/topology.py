@@ -57,14 +57,30 @@ def port_hash(text: str, length: int = 16) -> str:
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length]
 
 
-def build_views(services: ServicePortMap, endpoints: EndpointsMap,
-                node_name: str) -> list[ServiceView]:
+def build_views(services: ServicePortMap, endpoints: EndpointsMap, node_name: str, *,
+                cache: dict[ServicePortName, tuple[object, object, ServiceView]] | None = None,
+                ) -> list[ServiceView]:
+    """Views in name order. `cache` (kept by the caller between syncs) reuses the view of
+    every port whose ServicePort and endpoint tuple are the very same objects as last
+    time (the change trackers replace both only when they change), so a partial sync
+    does not re-categorize 100k endpoints and the backends can compare views by identity."""
     views = []
+    fresh: dict[ServicePortName, tuple[object, object, ServiceView]] = {}
+    no_eps: tuple[Endpoint, ...] = ()
     for spn in sorted(services):
-        eps = endpoints.get(spn, ())
-        views.append(ServiceView(
-            name=spn, info=services[spn], cluster=_pick(eps),
-            local=_pick([e for e in eps if e.is_local(node_name)])))
+        info = services[spn]
+        eps = endpoints.get(spn, no_eps)
+        hit = cache.get(spn) if cache is not None else None
+        if hit is not None and hit[0] is info and hit[1] is eps:
+            view = hit[2]
+        else:
+            view = ServiceView(name=spn, info=info, cluster=_pick(eps),
+                               local=_pick([e for e in eps if e.is_local(node_name)]))
+        fresh[spn] = (info, eps, view)
+        views.append(view)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     return views
 
 
