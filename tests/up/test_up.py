@@ -158,6 +158,36 @@ def remove_cni_masquerade(subnet: str) -> None:
                                    check=False)
 
 
+def remove_netns_in(subnet: str) -> None:
+    """containerd's pod netns (/run/netns/cni-*) holding an address of subnet."""
+    net = ipaddress.ip_network(subnet)
+    d = Path("/run/netns")
+    for ns in sorted(d.iterdir()) if d.is_dir() else []:
+        if not ns.name.startswith("cni-"):
+            continue
+        addrs = subprocess.run(["ip", "-n", ns.name, "-4", "-o", "addr"], capture_output=True,
+                               text=True, check=False).stdout.split()
+        if any(a.split("/")[0] != a and ipaddress.ip_address(a.split("/")[0]) in net
+               for a in addrs if "." in a and a[0].isdigit()):
+            subprocess.run(["ip", "netns", "del", ns.name], capture_output=True, check=False)
+
+
+def pod_monitors(d: Path) -> list[int]:
+    """conmon (kubenode runtime) and containerd-shim processes of containers under d."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (cmd and (cmd[0].endswith(b"conmon") or b"containerd-shim" in cmd[0])
+                and any(str(d).encode() in a for a in cmd)):
+            out.append(int(p))
+    return out
+
+
 def processes_mentioning(d: Path) -> list[tuple[int, str]]:
     """Processes whose command line names d, other than conmon (containers outlive up)."""
     out = []
@@ -199,6 +229,11 @@ def up(request: pytest.FixtureRequest,
     try:
         yield u, names
     finally:
+        if u.procs and u.proc.poll() is None:  # failed midway: let the kubelet tear pods down
+            u.kubectl("delete", "pods", "--all", "--force", "--grace-period=0")
+            deadline = time.monotonic() + 20
+            while pod_monitors(data) and time.monotonic() < deadline:
+                time.sleep(0.5)
         for p in u.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
@@ -227,6 +262,7 @@ def up(request: pytest.FixtureRequest,
                            capture_output=True, check=False)
         cm.remove_cgroup(names["cgroot"])
         remove_cni_masquerade(names["subnet"])
+        remove_netns_in(names["subnet"])
 
 
 def test_up_serves_busybox_from_its_registry_and_services_through_kube_proxy(
