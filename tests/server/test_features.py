@@ -208,3 +208,25 @@ def test_static_token_file() -> None:
             assert status == 200 and body["kind"] == "NamespaceList"
             status, _ = _raw(srv, "/api/v1/namespaces", token="wrong")
             assert status == 401
+
+
+def test_too_large_resource_version(server: APIServerProcess) -> None:
+    """A list or watch at a resourceVersion the server has not reached: 504 Timeout
+    "Too large resource version" (Exact at once, NotOlderThan and watch after ~3 s)."""
+    code, lst = _raw(server, "/api/v1/namespaces/default/configmaps")
+    assert code == 200
+    current = int(lst["metadata"]["resourceVersion"])
+    future = current + 1000
+    base = f"/api/v1/namespaces/default/configmaps?resourceVersion={future}"
+    for query in (base + "&resourceVersionMatch=Exact",
+                  base + "&resourceVersionMatch=NotOlderThan", base + "&watch=true"):
+        code, status = _raw(server, query)
+        assert code == 504, (query, status)
+        assert status["reason"] == "Timeout"
+        assert status["message"].startswith(f"Too large resource version: {future}, current: ")
+        assert status["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+        assert status["details"]["retryAfterSeconds"] == 1
+    # a resourceVersion the server has reached is served as before
+    code, lst = _raw(server, f"/api/v1/namespaces/default/configmaps?resourceVersion={current}"
+                             "&resourceVersionMatch=NotOlderThan")
+    assert code == 200 and lst["kind"] == "ConfigMapList"

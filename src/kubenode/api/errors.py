@@ -150,3 +150,13 @@ def internal_error(message: str) -> StatusError:
 
 def too_large(message: str) -> StatusError:
     return StatusError(code=413, reason="RequestEntityTooLarge", message=message)
+
+
+def too_large_resource_version(requested: int, current: int) -> StatusError:
+    """A list or watch at a resourceVersion the storage has not reached (upstream
+    storage.NewTooLargeResourceVersionError): 504 Timeout, retry after 1 s."""
+    return StatusError(code=504, reason="Timeout",
+                       message=f"Too large resource version: {requested}, current: {current}",
+                       causes=[StatusCause(type="ResourceVersionTooLarge",
+                                           message="Too large resource version")],
+                       retry_after=1)

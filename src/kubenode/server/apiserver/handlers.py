@@ -27,7 +27,7 @@ from kubenode.server.apiserver import protobuf, tables
 from kubenode.server.apiserver.authn import UserInfo
 from kubenode.server.apiserver.registry.decode import prune_unknown, type_error
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
-from kubenode.server.apiserver.registry.store import ListOptions, Store
+from kubenode.server.apiserver.registry.store import ListOptions, Store, parse_rv
 from kubenode.server.apiserver.requestinfo import RequestInfo
 
 if TYPE_CHECKING:
@@ -576,6 +576,9 @@ class ResourceHandler:
         send_initial = _truthy(q.get("sendInitialEvents"))
         table = wants_table(request)
         include = q.get("includeObject", "Metadata")
+        if opts.resource_version not in ("", "0") and not send_initial:
+            await store.wait_fresh(parse_rv(opts.resource_version),
+                                   wait=store.fresh_timeout)
         gen = store.watch(namespace, opts, bookmarks=bookmarks,
                           bookmark_interval=self.server.config.bookmark_interval,
                           send_initial=send_initial)

@@ -75,8 +75,10 @@ def decode_continue(token: str) -> tuple[str, int]:
 
 class Store:
     def __init__(self, *, info: ResourceInfo, storage: Storage, strategy: Strategy,
-                 clock: Clock, admit: Admit | None = None) -> None:
+                 clock: Clock, admit: Admit | None = None,
+                 fresh_timeout: float = 3.0) -> None:
         self.info = info
+        self.fresh_timeout = fresh_timeout
         self.storage = storage
         self.strategy = strategy
         self.clock = clock
@@ -149,7 +151,10 @@ class Store:
             start_after, revision = decode_continue(opts.continue_token)
         elif opts.resource_version and opts.resource_version != "0" and \
                 opts.resource_version_match == "Exact":
-            revision = _parse_rv(opts.resource_version)
+            revision = parse_rv(opts.resource_version)
+            await self.wait_fresh(revision, wait=0.0)
+        elif opts.resource_version and opts.resource_version != "0":
+            await self.wait_fresh(parse_rv(opts.resource_version), wait=self.fresh_timeout)
         prefix = self.prefix(namespace)
         name_filter = opts.field_selector.equality_value("metadata.name")
         items: list[dict[str, Any]] = []
@@ -304,7 +309,7 @@ class Store:
             current = self.decode(kv)
             new = mutate(copy.deepcopy(current))
             rv = (new.get("metadata") or {}).get("resourceVersion")
-            if check_rv and rv and _parse_rv(str(rv)) != kv.mod_revision:
+            if check_rv and rv and parse_rv(str(rv)) != kv.mod_revision:
                 raise self._conflict(name)
             try:
                 return await self._write_update(kv, new, subresource=subresource,
@@ -447,6 +452,19 @@ class Store:
             return out, True
         raise self._conflict(name)
 
+    async def wait_fresh(self, revision: int, *, wait: float) -> None:
+        """Waits up to `wait` seconds for the storage to reach `revision` (upstream's
+        watch cache waitUntilFreshAndBlock); 504 "Too large resource version" if it
+        does not."""
+        current = await self.storage.current_revision()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while revision > current:
+            if loop.time() >= deadline:
+                raise errors.too_large_resource_version(revision, current)
+            await asyncio.sleep(0.05)
+            current = await self.storage.current_revision()
+
     # ---------------------------------------------------------------- watch
     async def watch(self, namespace: str, opts: ListOptions, *,
                     bookmarks: bool = False, bookmark_interval: float = 60.0,
@@ -466,7 +484,8 @@ class Store:
                 yield WatchEvent(type="BOOKMARK", object=self._bookmark(
                     start, {"k8s.io/initial-events-end": "true"}))
         else:
-            start = _parse_rv(rv)
+            start = parse_rv(rv)
+            await self.wait_fresh(start, wait=self.fresh_timeout)
         last = start
         queue: asyncio.Queue[Event | CompactedError | None] = asyncio.Queue()
 
@@ -535,7 +554,7 @@ class _RetryError(Exception):
     pass
 
 
-def _parse_rv(rv: str) -> int:
+def parse_rv(rv: str) -> int:
     try:
         n = int(rv)
     except ValueError as err:
