@@ -1,6 +1,6 @@
 """`kubenode kubelet` as a process on a real CRI runtime: static pods from
 --pod-manifest-path, kill -9 and restart without duplicate sandboxes or containers,
-removal of the manifest removes the pod."""
+removal of the manifest while the kubelet is down removes the orphaned pod and its logs."""
 
 from __future__ import annotations
 
@@ -104,8 +104,12 @@ async def test_static_pod_survives_kubelet_kill9(cri_backend: Backend, tmp_path:
         sbs2, cs2 = await pod_state(rt)
         assert [s.id for s in sbs2] == [s.id for s in sbs]
         assert sorted(c.id for c in cs2) == before
-        # the manifest goes away -> the pod goes away
+        # the manifest goes away while the kubelet is down -> on restart the pod is an
+        # orphan: housekeeping removes it from the runtime, and its log directory too
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
         (tmp_path / "manifests" / "web.yaml").unlink()
+        proc = start_kubelet(cri_backend, tmp_path, cgroot)
         deadline = time.monotonic() + 40
         def logs_left() -> list[Path]:
             return [d for d in (tmp_path / "logs").iterdir()

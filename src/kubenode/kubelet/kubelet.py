@@ -268,9 +268,13 @@ class Kubelet:
             await self.runtime_manager.remove_pod(st)
             self.volume_manager.remove_pod_dir(uid)
             m = pod["metadata"]
-            _rmtree(self.config.pod_logs_dir / f"{m.get('namespace', 'default')}_{m['name']}_{uid}")
+            self._remove_pod_logs(m.get("namespace", "default"), m["name"], uid)
             if uid in self.pods or pod["metadata"].get("deletionTimestamp"):
                 self.status_manager.request_delete(uid)
+
+    def _remove_pod_logs(self, namespace: str, name: str, uid: str) -> None:
+        """/var/log/pods/<ns>_<name>_<uid> goes with the pod, as upstream's container GC does."""
+        _rmtree(self.config.pod_logs_dir / f"{namespace}_{name}_{uid}")
 
     # ---- loops -----------------------------------------------------------------
 
@@ -296,6 +300,7 @@ class Kubelet:
             await self.runtime_manager.kill_pod(None, st, 0)
             await self.runtime_manager.remove_pod(st)
             self.volume_manager.remove_pod_dir(uid)
+            self._remove_pod_logs(ns, name, uid)
         for uid in list(self.pod_workers.known()):
             if uid not in self.pods and self.pod_workers.is_finished(uid) and \
                     self.status_manager.synced(uid):
