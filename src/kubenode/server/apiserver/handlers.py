@@ -4,131 +4,43 @@ One aiohttp handler serves every `/api` and `/apis` resource path: it parses the
 `RequestInfo`, authorizes, decodes the body, dispatches to the resource's `Store` or to a
 subresource, and encodes the answer (JSON object, List, Table, or a watch stream of
 `{"type", "object"}` lines). Failures are `Status` bodies with upstream codes and reasons.
+
+Split by concern: this module dispatches and does the writes (create, update, patch,
+delete); `watchhandler` streams watches, `subresources` serves scale, binding, eviction,
+ephemeralcontainers and token; `requestscope` holds what they share and `responses`
+the body encoding and decoding (re-exported here).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import copy
 import json
-import logging
-import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from aiohttp import web
 
 from kubenode.api import errors
-from kubenode.api.fields import parse_field_selector
-from kubenode.api.labels import parse_selector
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
-from kubenode.server.apiserver import protobuf, tables
+from kubenode.server.apiserver import tables
 from kubenode.server.apiserver.authn import UserInfo
-from kubenode.server.apiserver.registry.decode import prune_unknown, type_error
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
-from kubenode.server.apiserver.registry.store import ListOptions, Store, parse_rv
+from kubenode.server.apiserver.registry.store import Store
 from kubenode.server.apiserver.requestinfo import RequestInfo
-
-if TYPE_CHECKING:
-    from kubenode.server.apiserver.server import APIServer
-
-log = logging.getLogger(__name__)
-
-JSON = "application/json"
-PATCH_TYPES = {
-    "application/json-patch+json": "json",
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/apply-patch+yaml": "apply",
-    "application/apply-patch+cbor": "apply",
-}
-MAX_BODY = 3 * 1024 * 1024
+from kubenode.server.apiserver.responses import JSON as JSON
+from kubenode.server.apiserver.responses import MAX_BODY as MAX_BODY
+from kubenode.server.apiserver.responses import PATCH_TYPES as PATCH_TYPES
+from kubenode.server.apiserver.responses import check_accept as check_accept
+from kubenode.server.apiserver.responses import json_response as json_response
+from kubenode.server.apiserver.responses import read_body as read_body
+from kubenode.server.apiserver.responses import status_response as status_response
+from kubenode.server.apiserver.responses import success_status as success_status
+from kubenode.server.apiserver.responses import truthy as truthy
+from kubenode.server.apiserver.responses import wants_table as wants_table
+from kubenode.server.apiserver.subresources import SubresourceHandlers
+from kubenode.server.apiserver.watchhandler import WatchHandler
 
 
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> web.Response:
-    body = json.dumps(obj, separators=(",", ":"))
-    return web.Response(text=body, status=status, content_type=JSON, headers=headers)
-
-
-def status_response(err: errors.StatusError) -> web.Response:
-    headers = {}
-    if err.retry_after:
-        headers["Retry-After"] = str(err.retry_after)
-    return json_response(err.to_status(), status=err.code, headers=headers)
-
-
-def success_status(details: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                           "status": "Success"}
-    if details:
-        out["details"] = details
-    return out
-
-
-def _truthy(v: str | None) -> bool:
-    return v is not None and v.lower() in ("1", "true", "yes")
-
-
-def wants_table(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    for part in accept.split(","):
-        params = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip()
-                  for p in part.split(";")[1:] if "=" in p}
-        if params.get("as") == "Table" and params.get("g", "meta.k8s.io") == "meta.k8s.io":
-            return True
-        if part.strip().split(";")[0] in ("application/json", "*/*", "application/*", ""):
-            return False
-    return False
-
-
-def check_accept(request: web.Request) -> None:
-    accept = request.headers.get("Accept", "")
-    if not accept:
-        return
-    for part in accept.split(","):
-        mt = part.split(";")[0].strip()
-        if mt in ("application/json", "*/*", "application/*", "application/yaml",
-                  "application/json-seq", "application/vnd.kubernetes.protobuf;stream=watch"):
-            return
-        if mt == "application/json" or mt.endswith("+json"):
-            return
-    raise errors.not_acceptable(
-        "only the following media types are accepted: application/json, application/yaml")
-
-
-async def read_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise errors.too_large("Request entity too large: limit is 3145728")
-    if not raw.strip():
-        return None
-    ctype = request.content_type
-    if "protobuf" in ctype:
-        source = request.app.get("protobuf")
-        if source is not None:
-            try:
-                return await asyncio.to_thread(protobuf.decode_body, source, raw)
-            except protobuf.NoDescriptorsError:
-                pass
-            except (ValueError, LookupError) as err:
-                raise errors.bad_request(f"error decoding protobuf body: {err}") from err
-        raise errors.unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types "
-            "include: application/json, application/yaml")
-    try:
-        if "yaml" in ctype:
-            return yaml.safe_load(raw)
-        return json.loads(raw)
-    except (ValueError, yaml.YAMLError) as err:
-        raise errors.bad_request(f"couldn't get version/kind; json parse error: {err}") from err
-
-
-class ResourceHandler:
-    def __init__(self, server: APIServer) -> None:
-        self.server = server
-
+class ResourceHandler(SubresourceHandlers, WatchHandler):
     # ------------------------------------------------------------------ dispatch
     async def handle(self, request: web.Request, info: RequestInfo,
                      user: UserInfo) -> web.StreamResponse:
@@ -253,77 +165,6 @@ class ResourceHandler:
                                         dry_run=dry_run)
         return self.respond_object(request, res, updated)
 
-    def respond_object(self, request: web.Request, res: ResourceInfo, obj: dict[str, Any],
-                       status: int = 200) -> web.Response:
-        if wants_table(request) and obj.get("kind") == res.kind:
-            return json_response(tables.to_table(res, [obj], {"resourceVersion": obj.get(
-                "metadata", {}).get("resourceVersion", "")}, include=request.query.get(
-                "includeObject", "Metadata"), now=self.server.clock()), status=status)
-        warnings = request.get("warnings") or []
-        headers = {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)} if warnings else None
-        return json_response(obj, status=status, headers=headers)
-
-    # ------------------------------------------------------------------ decoding
-    async def decode_object(self, request: web.Request, res: ResourceInfo) -> Any:
-        body = await read_body(request)
-        if body is None:
-            return None
-        if not isinstance(body, dict):
-            raise errors.bad_request("the body of the request was in an unknown format")
-        self.check_gvk(body, res)
-        self.prune(request, body, res)
-        return body
-
-    def check_gvk(self, body: dict[str, Any], res: ResourceInfo) -> None:
-        kind, api_version = body.get("kind"), body.get("apiVersion")
-        if kind and kind != res.kind:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API "
-                f"version ({res.api_version})" if api_version and api_version != res.api_version
-                else f"the kind in the data ({kind}) does not match the expected kind "
-                     f"({res.kind})")
-        if api_version and api_version != res.api_version:
-            raise errors.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected API "
-                f"version ({res.api_version})")
-
-    def prune(self, request: web.Request, body: dict[str, Any], res: ResourceInfo) -> None:
-        unknown = prune_unknown(body, res.model)
-        bad = type_error(body, res.model)
-        if bad:
-            raise errors.bad_request(
-                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
-                f"{bad}")
-        if not unknown:
-            return
-        mode = request.query.get("fieldValidation", "Warn")
-        if mode == "Strict":
-            msgs = ", ".join(f'unknown field "{u}"' for u in unknown)
-            raise errors.bad_request(
-                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
-                f"strict decoding error: {msgs}")
-        if mode != "Ignore":
-            request["warnings"] = [f'unknown field \\"{u}\\"' for u in unknown]
-
-    def list_options(self, request: web.Request) -> ListOptions:
-        q = request.query
-        try:
-            ls = parse_selector(q.get("labelSelector", ""))
-        except ValueError as err:
-            raise errors.bad_request(f"unable to parse requirement: {err}") from err
-        try:
-            fs = parse_field_selector(q.get("fieldSelector", ""))
-        except ValueError as err:
-            raise errors.bad_request(str(err)) from err
-        try:
-            limit = int(q.get("limit", "0") or 0)
-        except ValueError as err:
-            raise errors.bad_request("limit must be an integer") from err
-        return ListOptions(label_selector=ls, field_selector=fs, limit=max(limit, 0),
-                           continue_token=q.get("continue", ""),
-                           resource_version=q.get("resourceVersion", ""),
-                           resource_version_match=q.get("resourceVersionMatch", ""))
-
     # ------------------------------------------------------------------ patch
     async def patch(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str, subresource: str, dry_run: bool,
@@ -362,266 +203,3 @@ class ResourceHandler:
         obj = await store.guaranteed_update(namespace, name, mutate, subresource=sub,
                                             dry_run=dry_run)
         return self.respond_object(request, res, obj)
-
-    # ------------------------------------------------------------------ subresources
-    async def scale(self, request: web.Request, store: Store, namespace: str, name: str,
-                    verb: str, dry_run: bool) -> web.Response:
-        def to_scale(obj: dict[str, Any]) -> dict[str, Any]:
-            md = obj["metadata"]
-            sel = (obj.get("spec") or {}).get("selector") or {}
-            if isinstance(sel, dict) and ("matchLabels" in sel or "matchExpressions" in sel):
-                parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
-                selector = ",".join(parts)
-            elif isinstance(sel, dict):
-                selector = ",".join(f"{k}={v}" for k, v in sorted(sel.items()))
-            else:
-                selector = ""
-            return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                    "metadata": {"name": md["name"], "namespace": md.get("namespace"),
-                                 "uid": md.get("uid"), "resourceVersion": md["resourceVersion"],
-                                 "creationTimestamp": md.get("creationTimestamp")},
-                    "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 1))},
-                    "status": {"replicas": int((obj.get("status") or {}).get("replicas", 0)),
-                               "selector": selector}}
-
-        if verb == "get":
-            return json_response(to_scale(await store.get(namespace, name)))
-        body: Any
-        if verb == "update":
-            body = await read_body(request)
-        elif verb == "patch":
-            body = None
-        else:
-            raise errors.method_not_allowed(f"{verb} is not supported on scale")
-        ptype = PATCH_TYPES.get(request.content_type) if verb == "patch" else None
-        raw = await request.read() if verb == "patch" else b""
-
-        def mutate(current: dict[str, Any]) -> dict[str, Any]:
-            scale = to_scale(current)
-            if verb == "update":
-                new_scale = body or {}
-            else:
-                p = json.loads(raw or b"{}") if ptype != "apply" else yaml.safe_load(raw)
-                new_scale = json_patch(scale, p) if ptype == "json" else \
-                    json_merge_patch(scale, p)
-            rv = (new_scale.get("metadata") or {}).get("resourceVersion")
-            replicas = (new_scale.get("spec") or {}).get("replicas")
-            if not isinstance(replicas, int) or replicas < 0:
-                raise errors.invalid(kind="Scale", group="autoscaling", name=name, causes=[
-                    errors.StatusCause(type="FieldValueInvalid", field="spec.replicas",
-                                       message=f"Invalid value: {replicas}: must be greater "
-                                               "than or equal to 0")])
-            current.setdefault("spec", {})["replicas"] = replicas
-            if rv:
-                current["metadata"]["resourceVersion"] = rv
-            return current
-
-        obj = await store.guaranteed_update(namespace, name, mutate, dry_run=dry_run)
-        return json_response(to_scale(obj))
-
-    async def ephemeral_containers(self, request: web.Request, res: ResourceInfo,
-                                   store: Store, namespace: str, name: str, verb: str,
-                                   dry_run: bool) -> web.Response:
-        """pods/ephemeralcontainers (`kubectl debug`): only spec.ephemeralContainers
-        changes; existing ones may be neither changed nor removed."""
-        if verb == "get":
-            return self.respond_object(request, res, await store.get(namespace, name))
-        if verb == "update":
-            body = await self.decode_object(request, res)
-
-            def produce(cur: dict[str, Any]) -> dict[str, Any]:
-                return dict(body or {})
-        elif verb == "patch":
-            ptype = PATCH_TYPES.get(request.content_type)
-            raw = await request.read()
-            patch = json.loads(raw or b"null")
-
-            def produce(cur: dict[str, Any]) -> dict[str, Any]:
-                if ptype == "json":
-                    return dict(json_patch(cur, patch))
-                if ptype == "merge":
-                    return dict(json_merge_patch(cur, patch))
-                return strategic_merge_patch(cur, patch, res.model)
-        else:
-            raise errors.method_not_allowed(f"{verb} is not supported")
-
-        def mutate(cur: dict[str, Any]) -> dict[str, Any]:
-            new = produce(copy.deepcopy(cur))
-            self.prune(request, new, res)
-            old_eph = (cur.get("spec") or {}).get("ephemeralContainers") or []
-            new_eph = (new.get("spec") or {}).get("ephemeralContainers") or []
-            causes: list[errors.StatusCause] = []
-            by_name = {c.get("name"): c for c in new_eph if isinstance(c, dict)}
-            for c in old_eph:
-                if by_name.get(c.get("name")) != c:
-                    causes.append(errors.StatusCause(
-                        type="FieldValueForbidden", field="spec.ephemeralContainers",
-                        message="Forbidden: existing ephemeral containers "
-                                f'"{c.get("name")}" may not be changed'))
-            taken = {c.get("name") for key in ("containers", "initContainers")
-                     for c in (cur.get("spec") or {}).get(key) or []}
-            for i, c in enumerate(new_eph):
-                if c in old_eph:
-                    continue
-                path = f"spec.ephemeralContainers[{i}]"
-                if not c.get("name"):
-                    causes.append(errors.StatusCause(type="FieldValueRequired",
-                                                     message="Required value",
-                                                     field=f"{path}.name"))
-                elif c["name"] in taken:
-                    causes.append(errors.StatusCause(
-                        type="FieldValueDuplicate", message=f'Duplicate value: "{c["name"]}"',
-                        field=f"{path}.name"))
-                if not c.get("image"):
-                    causes.append(errors.StatusCause(type="FieldValueRequired",
-                                                     message="Required value",
-                                                     field=f"{path}.image"))
-                c.setdefault("terminationMessagePath", "/dev/termination-log")
-                c.setdefault("terminationMessagePolicy", "File")
-                c.setdefault("resources", {})
-                if c.get("image"):
-                    c.setdefault("imagePullPolicy", "Always" if ":" not in c["image"].rsplit(
-                        "/", 1)[-1] or c["image"].endswith(":latest") else "IfNotPresent")
-            if causes:
-                raise errors.invalid(kind="Pod", name=name, causes=causes)
-            cur.setdefault("spec", {})["ephemeralContainers"] = new_eph
-            return cur
-
-        obj = await store.guaranteed_update(namespace, name, mutate, subresource="raw",
-                                            dry_run=dry_run)
-        return self.respond_object(request, res, obj)
-
-    async def binding(self, request: web.Request, store: Store, namespace: str,
-                      name: str) -> web.Response:
-        body = await read_body(request) or {}
-        target = body.get("target") or {}
-        node = target.get("name")
-        if not node:
-            raise errors.invalid(kind="Binding", name=name, causes=[errors.StatusCause(
-                type="FieldValueRequired", message="Required value", field="target.name")])
-        bmd = body.get("metadata") or {}
-
-        def mutate(pod: dict[str, Any]) -> dict[str, Any]:
-            md = pod["metadata"]
-            if bmd.get("uid") and bmd["uid"] != md.get("uid"):
-                raise errors.conflict(resource="pods", name=name,
-                                      detail="Precondition failed: UID mismatch")
-            if md.get("deletionTimestamp"):
-                raise errors.conflict(resource="pods", name=name,
-                                      detail="pod is being deleted, cannot be assigned to a "
-                                             "host")
-            spec = pod.setdefault("spec", {})
-            if spec.get("nodeName"):
-                raise errors.conflict(resource="pods", name=name,
-                                      detail=f"pod {name} is already assigned to node "
-                                             f'"{spec["nodeName"]}"')
-            spec["nodeName"] = node
-            if bmd.get("annotations"):
-                md.setdefault("annotations", {}).update(bmd["annotations"])
-            status = pod.setdefault("status", {})
-            conds = [c for c in status.get("conditions") or []
-                     if c.get("type") != "PodScheduled"]
-            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                          "lastTransitionTime": _now_str(self.server.clock())})
-            status["conditions"] = conds
-            return pod
-
-        await self.server.stores[("", "pods")].guaranteed_update(
-            namespace, name, lambda p: mutate(p), subresource="raw")
-        return json_response(success_status(), status=201)
-
-    async def eviction(self, request: web.Request, store: Store, namespace: str, name: str,
-                       dry_run: bool) -> web.Response:
-        body = await read_body(request) or {}
-        options = body.get("deleteOptions") or {}
-        await store.delete(namespace, name, options=options, dry_run=dry_run)
-        return json_response(success_status(), status=201)
-
-    async def token_request(self, request: web.Request, store: Store, namespace: str,
-                            name: str) -> web.Response:
-        """serviceaccounts/<name>/token: a TokenRequest answered with a signed JWT."""
-        body = await read_body(request) or {}
-        sa = await store.get(namespace, name)
-        spec = body.get("spec") or {}
-        expiration = int(spec.get("expirationSeconds") or 3600)
-        expiration = max(600, min(expiration, 48 * 3600))
-        pod: dict[str, str] | None = None
-        ref = spec.get("boundObjectRef") or {}
-        if ref.get("kind") == "Pod":
-            pod = {"name": ref.get("name", ""), "uid": ref.get("uid", "")}
-        token, exp = self.server.sa_tokens.issue(
-            namespace=namespace, name=name, uid=sa["metadata"].get("uid", ""),
-            audiences=spec.get("audiences") or None, expiration_seconds=expiration, pod=pod)
-        from kubenode.api.meta import format_time
-        out = {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-               "metadata": {"name": name, "namespace": namespace,
-                            "creationTimestamp": format_time(self.server.clock())},
-               "spec": dict(spec, expirationSeconds=expiration,
-                            audiences=spec.get("audiences") or [
-                                "https://kubernetes.default.svc.cluster.local"]),
-               "status": {"token": token, "expirationTimestamp": format_time(exp)}}
-        return json_response(out, status=201)
-
-    # ------------------------------------------------------------------ watch
-    async def watch(self, request: web.Request, res: ResourceInfo, store: Store,
-                    namespace: str, name: str) -> web.StreamResponse:
-        opts = self.list_options(request)
-        if name:
-            fs = parse_field_selector(f"metadata.name={name}")
-            opts = ListOptions(label_selector=opts.label_selector, field_selector=fs,
-                               resource_version=opts.resource_version)
-        q = request.query
-        timeout = float(q.get("timeoutSeconds") or 0) or random.uniform(1800, 3600)
-        bookmarks = _truthy(q.get("allowWatchBookmarks"))
-        send_initial = _truthy(q.get("sendInitialEvents"))
-        table = wants_table(request)
-        include = q.get("includeObject", "Metadata")
-        if opts.resource_version not in ("", "0") and not send_initial:
-            await store.wait_fresh(parse_rv(opts.resource_version),
-                                   wait=store.fresh_timeout)
-        gen = store.watch(namespace, opts, bookmarks=bookmarks,
-                          bookmark_interval=self.server.config.bookmark_interval,
-                          send_initial=send_initial)
-        # errors before the first event (bad selector) surface as a Status
-        resp = web.StreamResponse(status=200, headers={"Content-Type": JSON,
-                                                       "Transfer-Encoding": "chunked"})
-        await resp.prepare(request)
-        first = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        it = gen.__aiter__()
-        try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    ev = await asyncio.wait_for(it.__anext__(), timeout=remaining)
-                except (TimeoutError, StopAsyncIteration):
-                    break
-                obj = ev.object
-                if table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
-                    obj = tables.to_table(res, [obj], {"resourceVersion": obj["metadata"].get(
-                        "resourceVersion", "")}, include=include, now=self.server.clock(),
-                        headers=first)
-                    first = False
-                line = json.dumps({"type": ev.type, "object": obj}, separators=(",", ":"))
-                await resp.write(line.encode() + b"\n")
-                if ev.type == "ERROR":
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            await gen.aclose()  # type: ignore[attr-defined]
-        with contextlib.suppress(ConnectionResetError):
-            await resp.write_eof()
-        return resp
-
-
-def _now_str(t: float) -> str:
-    from kubenode.api.meta import format_time
-    return format_time(t)
-
-
-def deep(obj: Any) -> Any:
-    return copy.deepcopy(obj)

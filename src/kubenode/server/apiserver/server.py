@@ -248,7 +248,7 @@ class APIServer:
         user = await self.impersonate(request, self.authenticate(request))
         request["user"] = user
         path = request.path
-        watch = handlers._truthy(request.query.get("watch"))
+        watch = handlers.truthy(request.query.get("watch"))
         info = parse_request(request.method, path, watch=watch)
         assert self.authorizer is not None
         await self.authorizer.authorize_request(user, info)
