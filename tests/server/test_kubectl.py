@@ -297,3 +297,42 @@ def test_debug_adds_ephemeral_container(server: APIServerProcess, kubectl: str) 
     r = server.kubectl("debug", name, "--image=busybox:1.36", f"--container={name}",
                        kubectl=kubectl, check=False, timeout=30)
     assert r.returncode != 0 and "Duplicate value" in r.stderr
+
+
+@pytest.mark.parametrize("kubectl", [KUBECTL_127, KUBECTL_133])
+def test_server_side_apply_conflicts(server: APIServerProcess, kubectl: str) -> None:
+    """Two apply managers and an update manager (kubectl patch): changing a field another
+    manager owns is a 409 Conflict naming it; --force-conflicts takes ownership."""
+    name = "ssac" + kubectl.rsplit(".", 1)[-1]
+    manifest = DEPLOYMENT.split("---")[0]
+    server.kubectl("apply", "--server-side", "--field-manager=alice", "-f", "-",
+                   input=manifest.format(name=name, replicas=2), kubectl=kubectl)
+    # the same value from another manager is shared ownership, not a conflict
+    server.kubectl("apply", "--server-side", "--field-manager=bob", "-f", "-",
+                   input=manifest.format(name=name, replicas=2), kubectl=kubectl)
+    r = server.kubectl("apply", "--server-side", "--field-manager=bob", "-f", "-",
+                       input=manifest.format(name=name, replicas=3), kubectl=kubectl,
+                       check=False)
+    assert r.returncode != 0
+    assert 'Apply failed with 1 conflict: conflict with "alice": .spec.replicas' in r.stderr
+    assert _json(server, "get", "deployment", name)["spec"]["replicas"] == 2
+    server.kubectl("apply", "--server-side", "--field-manager=bob", "--force-conflicts",
+                   "-f", "-", input=manifest.format(name=name, replicas=3), kubectl=kubectl)
+    dep = _json(server, "get", "deployment", name, "--show-managed-fields")
+    assert dep["spec"]["replicas"] == 3
+    owners = {m["manager"]: m["fieldsV1"] for m in dep["metadata"]["managedFields"]}
+    assert "f:replicas" in owners["bob"]["f:spec"]
+    assert "f:replicas" not in owners["alice"]["f:spec"]
+    # an ordinary write records its manager (operation Update) and takes the field
+    server.kubectl("patch", "deployment", name, "--type=merge", "-p",
+                   '{"spec":{"replicas":5}}', kubectl=kubectl)
+    dep = _json(server, "get", "deployment", name, "--show-managed-fields")
+    upd = [m for m in dep["metadata"]["managedFields"] if m["operation"] == "Update"]
+    assert [m["manager"] for m in upd] == ["kubectl-patch"]
+    assert upd[0]["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    r = server.kubectl("apply", "--server-side", "--field-manager=bob", "-f", "-",
+                       input=manifest.format(name=name, replicas=3), kubectl=kubectl,
+                       check=False)
+    assert ('Apply failed with 1 conflict: conflict with "kubectl-patch" using apps/v1: '
+            ".spec.replicas") in r.stderr
+    server.kubectl("delete", "deployment", name, kubectl=kubectl)

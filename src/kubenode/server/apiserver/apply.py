@@ -2,8 +2,8 @@
 `kubectl apply --server-side`: the applied configuration is merged into the live object
 (lists merged by their merge keys), and fields this manager applied before but left out
 now are removed. Each manager's applied field set is kept in `metadata.managedFields`
-(fieldsV1 format) with operation Apply; other writers' fields are kept. Conflicts
-between managers are not detected (every apply acts as `--force-conflicts`).
+(fieldsV1 format) with operation Apply; other writers' fields are kept. Changing a field
+another manager owns is a 409 Conflict unless force=true (see managedfields).
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from aiohttp import web
 from kubenode.api import errors, schema
 from kubenode.api.meta import format_time
 from kubenode.api.patch import strategic_merge_patch
-from kubenode.server.apiserver.handlers import json_response
+from kubenode.server.apiserver.managedfields import check_apply
 from kubenode.server.apiserver.registry.decode import prune_unknown
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
+from kubenode.server.apiserver.responses import json_response, truthy
 
 if TYPE_CHECKING:
     from kubenode.server.apiserver.server import APIServer
@@ -135,6 +136,7 @@ async def apply(server: APIServer, request: web.Request, res: ResourceInfo, stor
                 namespace: str, name: str, patch: Any, *, dry_run: bool,
                 subresource: str) -> web.Response:
     manager = request.query.get("fieldManager", "")
+    force = truthy(request.query.get("force"))
     if not manager:
         raise errors.bad_request("PATCH " + request.path + ": fieldManager is required for "
                                  "apply requests")
@@ -184,6 +186,7 @@ async def apply(server: APIServer, request: web.Request, res: ResourceInfo, stor
                 previous = e.get("fieldsV1") or {}
         stale = _minus(previous, fields)
         new = copy.deepcopy(current)
+        check_apply(new, patch, fields, manager=manager, force=force)
         if stale:
             _remove(new, stale)
         body = {k: val for k, val in patch.items() if k not in ("apiVersion", "kind")}

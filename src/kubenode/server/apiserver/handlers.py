@@ -22,7 +22,9 @@ from aiohttp import web
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from kubenode.server.apiserver import tables
+from kubenode.server.apiserver.apply import field_set
 from kubenode.server.apiserver.authn import UserInfo
+from kubenode.server.apiserver.managedfields import manager_for, record_update
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
 from kubenode.server.apiserver.requestinfo import RequestInfo
@@ -119,6 +121,9 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
                 body["spec"].update(username=user.name, groups=list(user.groups))
                 if user.uid:
                     body["spec"]["uid"] = user.uid
+            record_update(None, body, manager=self.manager(request),
+                          api_version=res.api_version, now=self.server.clock(),
+                          subresource="", field_set=field_set(body, res.model))
             new_obj = await store.create(namespace, body, dry_run=dry_run)
             return self.respond_object(request, res, new_obj, status=201)
         if verb == "update":
@@ -126,6 +131,15 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
             if not isinstance(body, dict):
                 raise errors.bad_request("the body of the request was in an unknown format")
             sub = "status" if info.subresource == "status" else ""
+            try:
+                old: dict[str, Any] | None = await store.get(namespace, name)
+            except errors.StatusError as err:
+                if err.code != 404:
+                    raise
+                old = None
+            record_update(old, body, manager=self.manager(request),
+                          api_version=res.api_version, now=self.server.clock(),
+                          subresource=info.subresource, field_set=field_set(body, res.model))
             updated, created = await store.update(namespace, name, body, subresource=sub,
                                                   dry_run=dry_run)
             return self.respond_object(request, res, updated, status=201 if created else 200)
@@ -166,6 +180,10 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
         return self.respond_object(request, res, updated)
 
     # ------------------------------------------------------------------ patch
+    def manager(self, request: web.Request) -> str:
+        return manager_for(request.query.get("fieldManager", ""),
+                           request.headers.get("User-Agent", ""))
+
     async def patch(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str, subresource: str, dry_run: bool,
                     user: UserInfo) -> web.Response:
@@ -183,6 +201,7 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
             return await self.server.apply(request, res, store, namespace, name, patch,
                                            dry_run=dry_run, subresource=subresource)
         sub = "status" if subresource == "status" else ""
+        manager = self.manager(request)
 
         def mutate(current: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -198,6 +217,9 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
             if not isinstance(new, dict):
                 raise errors.bad_request("patch result is not an object")
             self.prune(request, new, res)
+            record_update(current, new, manager=manager, api_version=res.api_version,
+                          now=self.server.clock(), subresource=subresource,
+                          field_set=field_set(new, res.model))
             return new
 
         obj = await store.guaranteed_update(namespace, name, mutate, subresource=sub,
