@@ -336,3 +336,46 @@ def test_server_side_apply_conflicts(server: APIServerProcess, kubectl: str) -> 
     assert ('Apply failed with 1 conflict: conflict with "kubectl-patch" using apps/v1: '
             ".spec.replicas") in r.stderr
     server.kubectl("delete", "deployment", name, kubectl=kubectl)
+
+
+def test_edit_describe_node_events_all_force_delete(server: APIServerProcess,
+                                                    tmp_path: Path) -> None:
+    """kubectl edit through an EDITOR script (1.27 and 1.33), describe node, get events
+    --sort-by, get all, delete --grace-period=0 --force."""
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/^  x: .*$/  x: edited/' \"$1\"\n")
+    editor.chmod(0o755)
+    server.kubectl("create", "configmap", "edcm", "--from-literal=x=1")
+    for kubectl in (KUBECTL_127, KUBECTL_133):
+        server.kubectl("patch", "configmap", "edcm", "--type=merge", "-p", '{"data":{"x":"1"}}')
+        r = subprocess.run([kubectl, "--kubeconfig", str(server.kubeconfig), "edit",
+                            "configmap", "edcm"], capture_output=True, text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "EDITOR": str(editor),
+                                "HOME": str(tmp_path)})
+        assert r.returncode == 0 and "configmap/edcm edited" in r.stdout, r.stderr
+        assert _json(server, "get", "configmap", "edcm")["data"] == {"x": "edited"}
+    server.kubectl("create", "-f", "-", input=(
+        "apiVersion: v1\nkind: Node\nmetadata: {name: descnode}\n"
+        "spec: {podCIDR: 10.42.7.0/24}\n"))
+    desc = server.kubectl("describe", "node", "descnode").stdout
+    assert "PodCIDRs:                     10.42.7.0/24" in desc
+    assert "Non-terminated Pods:          (0 in total)" in desc
+    for i, ts in enumerate(("2026-01-01T00:00:02Z", "2026-01-01T00:00:01Z")):
+        server.kubectl("create", "-f", "-", input=(
+            f"apiVersion: v1\nkind: Event\nmetadata: {{name: ev{i}}}\n"
+            f"involvedObject: {{kind: Pod, name: p{i}, namespace: default}}\n"
+            f"reason: R{i}\nmessage: m{i}\ntype: Normal\ncount: 1\n"
+            f"firstTimestamp: '{ts}'\nlastTimestamp: '{ts}'\n"))
+    rows = server.kubectl("get", "events", "--sort-by=.lastTimestamp").stdout.splitlines()
+    assert [ln.split()[2] for ln in rows[1:] if ln.split()[2] in ("R0", "R1")] == ["R1", "R0"]
+    server.kubectl("create", "deployment", "alld", "--image=busybox")
+    out = server.kubectl("get", "all").stdout
+    assert "service/kubernetes" in out and "deployment.apps/alld" in out
+    server.kubectl("run", "forcepod", "--image=busybox")
+    r = server.kubectl("delete", "pod", "forcepod", "--grace-period=0", "--force")
+    assert 'pod "forcepod" force deleted' in r.stdout
+    assert "Immediate deletion does not wait" in r.stderr
+    assert server.kubectl("get", "pod", "forcepod", check=False).returncode != 0
+    server.kubectl("delete", "deployment", "alld")
+    server.kubectl("delete", "node", "descnode")
+    server.kubectl("delete", "configmap", "edcm")

@@ -54,12 +54,29 @@ class NamespaceStrategy(Strategy):
             new["spec"] = old["spec"]
 
 
+def _sync_pod_cidrs(node: dict[str, Any]) -> None:
+    """spec.podCIDR and spec.podCIDRs mirror each other (upstream v1 Node conversion)."""
+    spec = node.get("spec")
+    if not isinstance(spec, dict):
+        return
+    cidrs = spec.get("podCIDRs")
+    if spec.get("podCIDR") and not cidrs:
+        spec["podCIDRs"] = [spec["podCIDR"]]
+    elif cidrs and isinstance(cidrs, list) and not spec.get("podCIDR"):
+        spec["podCIDR"] = cidrs[0]
+
+
 class NodeStrategy(Strategy):
     reset_status_on_create = False
+
+    def prepare_for_create(self, obj: dict[str, Any], *, now: float) -> None:
+        super().prepare_for_create(obj, now=now)
+        _sync_pod_cidrs(obj)
 
     def prepare_for_update(self, new: dict[str, Any], old: dict[str, Any], *,
                            now: float) -> None:
         super().prepare_for_update(new, old, now=now)
+        _sync_pod_cidrs(new)
 
 
 class WorkloadStrategy(Strategy):
