@@ -177,7 +177,9 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
 
     aff_t = info.session_affinity_timeout
     ep_targets: dict[tuple[str, int], str] = {}
-    for ep in {*v.cluster, *v.local}:
+    for ep in (*v.cluster, *v.local):
+        if (ep.ip, ep.port) in ep_targets:
+            continue
         rs.hairpin.add(f"{ep.ip} . {ep.ip}")
         dnat = f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}"
         if not aff_t:
