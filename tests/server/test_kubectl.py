@@ -379,3 +379,34 @@ def test_edit_describe_node_events_all_force_delete(server: APIServerProcess,
     server.kubectl("delete", "deployment", "alld")
     server.kubectl("delete", "node", "descnode")
     server.kubectl("delete", "configmap", "edcm")
+
+
+def test_limitrange_and_resourcequota(server: APIServerProcess) -> None:
+    """LimitRange defaults and max, ResourceQuota pods/requests/count with upstream 403s
+    and status.used."""
+    server.kubectl("create", "namespace", "quota")
+    server.kubectl("create", "-n", "quota", "-f", "-", input=(
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: lr}\nspec:\n  limits:\n"
+        "  - type: Container\n    default: {cpu: 200m, memory: 64Mi}\n"
+        "    defaultRequest: {cpu: 100m}\n    max: {cpu: '1'}\n"))
+    server.kubectl("create", "quota", "q", "-n", "quota",
+                   "--hard=pods=2,requests.cpu=1,count/configmaps=10")
+    server.kubectl("run", "p1", "-n", "quota", "--image=busybox")
+    pod = _json(server, "get", "pod", "p1", "-n", "quota")
+    res = pod["spec"]["containers"][0]["resources"]
+    assert res == {"limits": {"cpu": "200m", "memory": "64Mi"},
+                   "requests": {"cpu": "100m", "memory": "64Mi"}}
+    r = server.kubectl("run", "big", "-n", "quota", "--image=busybox", "--overrides",
+                       '{"spec":{"containers":[{"name":"big","image":"busybox",'
+                       '"resources":{"limits":{"cpu":"2"}}}]}}', check=False)
+    assert ('pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2'
+            in r.stderr), r.stderr
+    server.kubectl("run", "p2", "-n", "quota", "--image=busybox")
+    q = _json(server, "get", "quota", "q", "-n", "quota")
+    assert q["status"]["used"]["pods"] == "2" and q["status"]["used"]["requests.cpu"] == "200m"
+    r = server.kubectl("run", "p3", "-n", "quota", "--image=busybox", check=False)
+    assert ('pods "p3" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, '
+            "limited: pods=2") in r.stderr, r.stderr
+    server.kubectl("delete", "pod", "p2", "-n", "quota")
+    server.kubectl("run", "p3", "-n", "quota", "--image=busybox")
+    server.kubectl("delete", "namespace", "quota", "--wait=false")

@@ -5,6 +5,7 @@
 - ServiceAccount: pods get `serviceAccountName: default` when they name none.
 - DefaultTolerationSeconds: pods tolerate node.kubernetes.io/not-ready and
   unreachable (NoExecute) for 300 s unless they say otherwise.
+- LimitRanger and ResourceQuota: see `quota`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubenode.api import errors
+from kubenode.server.apiserver import quota
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ class Admission:
                 self.service_account(obj)
                 self.default_toleration_seconds(obj)
                 await self.priority(obj)
+                await quota.limit_ranger(self.server, info, obj)
+            if info.namespaced and op == "CREATE" and info.plural not in (
+                    "events", "resourcequotas"):
+                await quota.resource_quota(self.server, info, obj)
         return admit
 
     async def namespace_lifecycle(self, info: ResourceInfo, obj: dict[str, Any]) -> None:

@@ -1,0 +1,138 @@
+"""LimitRanger and ResourceQuota admission (upstream plugin/pkg/admission/limitranger and
+resourcequota), on pod create:
+
+- LimitRange `type: Container`: containers get `default` limits and `defaultRequest`
+  requests they lack (requests default to the limit, as upstream); `min`/`max` are
+  checked: 403 `minimum cpu usage per Container is 100m, but request is 50m`.
+- ResourceQuota `hard` for pods, requests.cpu/memory (also bare cpu/memory),
+  limits.cpu/memory and count/<resource>: usage is counted from the namespace's live
+  objects; over the limit is 403 `exceeded quota: q, requested: pods=1, used: pods=2,
+  limited: pods=2`; an admitted create writes the new `status.used` (and `status.hard`).
+  Usage is recounted at every admission, so deletes are reflected at the next create.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from kubenode.api import errors
+from kubenode.api.quantity import format_quantity, parse_quantity
+from kubenode.server.apiserver.registry.resources import ResourceInfo
+
+if TYPE_CHECKING:
+    from kubenode.server.apiserver.server import APIServer
+
+_COMPUTE = ("cpu", "memory")
+
+
+def _forbidden(info: ResourceInfo, name: str, message: str) -> errors.StatusError:
+    return errors.StatusError(code=403, reason="Forbidden", group=info.group, kind=info.plural,
+                              name=name, message=f'{info.qualified} "{name}" is forbidden: '
+                                                 f"{message}")
+
+
+def _fmt(resource: str, value: Decimal) -> str:
+    if resource.startswith(("pods", "count/")):
+        return str(int(value))
+    return format_quantity(value, binary=resource.endswith("memory"))
+
+
+def pod_usage(pod: dict[str, Any]) -> dict[str, Decimal]:
+    """pods=1 and the sums of container requests and limits."""
+    use: dict[str, Decimal] = {"pods": Decimal(1)}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            for r in _COMPUTE:
+                v = (res.get(kind) or {}).get(r)
+                if v is not None:
+                    key = f"{kind}.{r}"
+                    use[key] = use.get(key, Decimal(0)) + parse_quantity(v)
+    for r in _COMPUTE:
+        if f"requests.{r}" in use:
+            use[r] = use[f"requests.{r}"]
+    return use
+
+
+async def limit_ranger(server: APIServer, info: ResourceInfo, pod: dict[str, Any]) -> None:
+    md = pod.get("metadata") or {}
+    ranges = await server.store("", "limitranges").list(md.get("namespace", ""), _all())
+    for lr in ranges["items"]:
+        for item in (lr.get("spec") or {}).get("limits") or []:
+            if item.get("type") != "Container":
+                continue
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                res = c.setdefault("resources", {})
+                for r, v in (item.get("default") or {}).items():
+                    res.setdefault("limits", {}).setdefault(r, v)
+                for r, v in (item.get("defaultRequest") or {}).items():
+                    res.setdefault("requests", {}).setdefault(r, v)
+                for r, v in (res.get("limits") or {}).items():
+                    res.setdefault("requests", {}).setdefault(r, v)
+                for r, lo in (item.get("min") or {}).items():
+                    req = (res.get("requests") or {}).get(r)
+                    if req is None or parse_quantity(req) < parse_quantity(lo):
+                        raise _forbidden(info, md.get("name", ""),
+                                         f"minimum {r} usage per Container is {lo}, but "
+                                         f"request is {req if req is not None else 0}")
+                for r, hi in (item.get("max") or {}).items():
+                    lim = (res.get("limits") or {}).get(r)
+                    if lim is None:
+                        raise _forbidden(info, md.get("name", ""),
+                                         f"maximum {r} usage per Container is {hi}.  No limit "
+                                         f"is specified")
+                    if parse_quantity(lim) > parse_quantity(hi):
+                        raise _forbidden(info, md.get("name", ""),
+                                         f"maximum {r} usage per Container is {hi}, but "
+                                         f"limit is {lim}")
+
+
+def _all() -> Any:
+    from kubenode.server.apiserver.registry.store import ListOptions
+    return ListOptions()
+
+
+async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, Any]) -> None:
+    md = obj.get("metadata") or {}
+    ns = md.get("namespace", "")
+    quotas = (await server.store("", "resourcequotas").list(ns, _all()))["items"]
+    if not quotas:
+        return
+    count_key = f"count/{info.plural}" + (f".{info.group}" if info.group else "")
+    requested: dict[str, Decimal] = {count_key: Decimal(1)}
+    pods: list[dict[str, Any]] = []
+    if info.kind == "Pod" and info.group == "":
+        requested.update(pod_usage(obj))
+        pods = [p for p in (await server.store("", "pods").list(ns, _all()))["items"]
+                if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    existing = len((await server.store(info.group, info.plural).list(ns, _all()))["items"])
+    for q in quotas:
+        hard = {k: parse_quantity(v) for k, v in ((q.get("spec") or {}).get("hard") or {}
+                                                  ).items()}
+        used: dict[str, Decimal] = {}
+        for r in hard:
+            if r == count_key:
+                used[r] = Decimal(existing)
+            elif r in ("pods", "cpu", "memory") or r.startswith(("requests.", "limits.")):
+                used[r] = sum((pod_usage(p).get(r, Decimal(0)) for p in pods), Decimal(0))
+            else:
+                used[r] = Decimal(0)
+        over = [r for r in sorted(hard) if r in requested and
+                used[r] + requested[r] > hard[r]]
+        if over:
+            raise _forbidden(info, md.get("name", ""), "exceeded quota: {}, requested: {}, "
+                             "used: {}, limited: {}".format(
+                                 (q.get("metadata") or {}).get("name", ""),
+                                 ",".join(f"{r}={_fmt(r, requested[r])}" for r in over),
+                                 ",".join(f"{r}={_fmt(r, used[r])}" for r in over),
+                                 ",".join(f"{r}={_fmt(r, hard[r])}" for r in over)))
+        status = {"hard": dict((q.get("spec") or {}).get("hard") or {}),
+                  "used": {r: _fmt(r, used[r] + requested.get(r, Decimal(0))) for r in hard}}
+        qname = (q.get("metadata") or {}).get("name", "")
+
+        def mutate(cur: dict[str, Any], status: dict[str, Any] = status) -> dict[str, Any]:
+            cur["status"] = status
+            return cur
+        await server.store("", "resourcequotas").guaranteed_update(ns, qname, mutate,
+                                                                   subresource="status")
