@@ -408,5 +408,8 @@ def test_limitrange_and_resourcequota(server: APIServerProcess) -> None:
     assert ('pods "p3" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, '
             "limited: pods=2") in r.stderr, r.stderr
     server.kubectl("delete", "pod", "p2", "-n", "quota")
+    q = _json(server, "get", "quota", "q", "-n", "quota")
+    assert q["status"]["used"] == {"pods": "1", "requests.cpu": "100m",
+                                   "count/configmaps": "1"}  # kube-root-ca.crt
     server.kubectl("run", "p3", "-n", "quota", "--image=busybox")
     server.kubectl("delete", "namespace", "quota", "--wait=false")

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
-from kubenode.server.apiserver import tables
+from kubenode.server.apiserver import quota, tables
 from kubenode.server.apiserver.apply import field_set
 from kubenode.server.apiserver.authn import UserInfo
 from kubenode.server.apiserver.managedfields import manager_for, record_update
@@ -154,6 +154,8 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
                 options["propagationPolicy"] = request.query["propagationPolicy"]
             obj, _ = await store.delete(namespace, name, options=options,
                                               dry_run=dry_run)
+            if namespace and not dry_run and res.plural != "resourcequotas":
+                await quota.refresh(self.server, namespace)
             return self.respond_object(request, res, obj)
         if verb == "deletecollection":
             opts = self.list_options(request)

@@ -8,7 +8,8 @@ resourcequota), on pod create:
   limits.cpu/memory and count/<resource>: usage is counted from the namespace's live
   objects; over the limit is 403 `exceeded quota: q, requested: pods=1, used: pods=2,
   limited: pods=2`; an admitted create writes the new `status.used` (and `status.hard`).
-  Usage is recounted at every admission, so deletes are reflected at the next create.
+  Usage is recounted from the live objects at every admission and after every delete
+  through the API (`refresh`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,57 @@ def _all() -> Any:
     return ListOptions()
 
 
+async def _used(server: APIServer, ns: str, hard: dict[str, Decimal],
+                pods: list[dict[str, Any]]) -> dict[str, Decimal]:
+    used: dict[str, Decimal] = {}
+    for r in hard:
+        if r.startswith("count/"):
+            plural, _, group = r[len("count/"):].partition(".")
+            try:
+                store = server.store(group, plural)
+            except KeyError:
+                used[r] = Decimal(0)
+                continue
+            used[r] = Decimal(len((await store.list(ns, _all()))["items"]))
+        elif r in ("pods", "cpu", "memory") or r.startswith(("requests.", "limits.")):
+            used[r] = sum((pod_usage(p).get(r, Decimal(0)) for p in pods), Decimal(0))
+        else:
+            used[r] = Decimal(0)
+    return used
+
+
+async def _live_pods(server: APIServer, ns: str) -> list[dict[str, Any]]:
+    return [p for p in (await server.store("", "pods").list(ns, _all()))["items"]
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+
+
+async def _write_status(server: APIServer, q: dict[str, Any],
+                        used: dict[str, Decimal]) -> None:
+    md = q.get("metadata") or {}
+    status = {"hard": dict((q.get("spec") or {}).get("hard") or {}),
+              "used": {r: _fmt(r, v) for r, v in used.items()}}
+    if q.get("status") == status:
+        return
+
+    def mutate(cur: dict[str, Any]) -> dict[str, Any]:
+        cur["status"] = status
+        return cur
+    await server.store("", "resourcequotas").guaranteed_update(
+        md.get("namespace", ""), md.get("name", ""), mutate, subresource="status")
+
+
+async def refresh(server: APIServer, ns: str) -> None:
+    """Recounts status.used of the namespace's quotas (after a delete)."""
+    quotas = (await server.store("", "resourcequotas").list(ns, _all()))["items"]
+    if not quotas:
+        return
+    pods = await _live_pods(server, ns)
+    for q in quotas:
+        hard = {k: parse_quantity(v) for k, v in ((q.get("spec") or {}).get("hard") or {}
+                                                  ).items()}
+        await _write_status(server, q, await _used(server, ns, hard, pods))
+
+
 async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, Any]) -> None:
     md = obj.get("metadata") or {}
     ns = md.get("namespace", "")
@@ -104,20 +156,11 @@ async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, A
     pods: list[dict[str, Any]] = []
     if info.kind == "Pod" and info.group == "":
         requested.update(pod_usage(obj))
-        pods = [p for p in (await server.store("", "pods").list(ns, _all()))["items"]
-                if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    existing = len((await server.store(info.group, info.plural).list(ns, _all()))["items"])
+        pods = await _live_pods(server, ns)
     for q in quotas:
         hard = {k: parse_quantity(v) for k, v in ((q.get("spec") or {}).get("hard") or {}
                                                   ).items()}
-        used: dict[str, Decimal] = {}
-        for r in hard:
-            if r == count_key:
-                used[r] = Decimal(existing)
-            elif r in ("pods", "cpu", "memory") or r.startswith(("requests.", "limits.")):
-                used[r] = sum((pod_usage(p).get(r, Decimal(0)) for p in pods), Decimal(0))
-            else:
-                used[r] = Decimal(0)
+        used = await _used(server, ns, hard, pods)
         over = [r for r in sorted(hard) if r in requested and
                 used[r] + requested[r] > hard[r]]
         if over:
@@ -127,12 +170,5 @@ async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, A
                                  ",".join(f"{r}={_fmt(r, requested[r])}" for r in over),
                                  ",".join(f"{r}={_fmt(r, used[r])}" for r in over),
                                  ",".join(f"{r}={_fmt(r, hard[r])}" for r in over)))
-        status = {"hard": dict((q.get("spec") or {}).get("hard") or {}),
-                  "used": {r: _fmt(r, used[r] + requested.get(r, Decimal(0))) for r in hard}}
-        qname = (q.get("metadata") or {}).get("name", "")
-
-        def mutate(cur: dict[str, Any], status: dict[str, Any] = status) -> dict[str, Any]:
-            cur["status"] = status
-            return cur
-        await server.store("", "resourcequotas").guaranteed_update(ns, qname, mutate,
-                                                                   subresource="status")
+        await _write_status(server, q, {r: used[r] + requested.get(r, Decimal(0))
+                                        for r in hard})
