@@ -1,7 +1,7 @@
 """The `kubenode` command: one multi-role binary (as k3s).
 
 Command definitions only; each subcommand runs `<module>:main(args) -> int` of its
-component. A component that does not exist yet exits 2 with "not implemented yet".
+component, imported only when that subcommand runs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import argparse
 import importlib
 import logging
 import socket
-import sys
 from collections.abc import Sequence
 
 DEFAULT_DATA_DIR = "/var/lib/kubenode"
@@ -186,12 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     module_name, _, func_name = args.entry.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name):
-            print(f"kubenode {args.command}: not implemented yet", file=sys.stderr)
-            return 2
-        raise
+    module = importlib.import_module(module_name)
     result: int = getattr(module, func_name)(args)
     return result
