@@ -4,7 +4,6 @@ type checks."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,11 @@ from aiohttp import web
 
 from kubenode.kubelet.prober.prober import run_probe
 from kubenode.kubelet.volumes.manager import VolumeError, check_host_path
+from tests.fixtures.apiserver import free_port
 
 
 class _NoRuntime:
     """Probes other than exec never touch the runtime."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _probe(probe: dict[str, Any], container: dict[str, Any] | None = None,
@@ -52,7 +46,7 @@ async def test_grpc_health_probe() -> None:
         assert not ok and "NOT_SERVING" in out
     finally:
         await server.stop(0)
-    ok, _ = await _probe({"grpc": {"port": _free_port()}, "timeoutSeconds": 1})
+    ok, _ = await _probe({"grpc": {"port": free_port()}, "timeoutSeconds": 1})
     assert not ok
 
 
@@ -71,7 +65,7 @@ async def test_http_and_tcp_probes() -> None:
     app.router.add_get("/broken", broken)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
@@ -84,7 +78,7 @@ async def test_http_and_tcp_probes() -> None:
         assert (await _probe({"tcpSocket": {"port": port}}))[0]
     finally:
         await runner.cleanup()
-    closed = _free_port()
+    closed = free_port()
     assert await _probe({"tcpSocket": {"port": closed}}) == \
         (False, f"dial tcp 127.0.0.1:{closed}: connect: connection refused")
 

@@ -8,7 +8,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,18 +18,13 @@ import pytest
 
 from kubenode.stats.cgroups import cgroup_mode
 from kubenode.stats.summary import ContainerInfo, PodInfo
+from tests.fixtures.apiserver import free_port
 from tests.kubelet_server.conftest import Kubelet
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 PROMETHEUS = "/usr/bin/prometheus"
 CGROOT = Path("/sys/fs/cgroup")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

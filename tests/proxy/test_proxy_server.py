@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,14 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.apiserver import free_port
+
 from .conftest import ep, eps, svc
 from .netenv import CLUSTER_CIDR, NetEnv
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 VIP = "10.43.200.40"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import stat
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from kubenode.cri import api_pb2 as pb
 from kubenode.runtime.cni import CNI, PodRef
+from tests.fixtures.apiserver import free_port
 from tests.fixtures.images import BuiltLayout
 from tests.runtime.conftest import new_runtime
 from tests.runtime.harness import (
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.root
 
 HTTPD = ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && "
          "exec httpd -f -p 8080 -h /www"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str) -> str:
