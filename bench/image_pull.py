@@ -12,7 +12,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -27,12 +26,7 @@ from kubenode.runtime.images.command import push_layout
 from kubenode.runtime.images.pull import pull_image
 from kubenode.runtime.images.registry import RegistryClient
 from kubenode.runtime.images.store import ImageStore
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from kubenode.up import free_port
 
 
 def _layer(rng: random.Random, *, index: int, total: int) -> bytes:
@@ -49,7 +43,7 @@ def _layer(rng: random.Random, *, index: int, total: int) -> bytes:
 
 
 def _start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    host = f"127.0.0.1:{_free_port()}"
+    host = f"127.0.0.1:{free_port()}"
     config = {"version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
               "storage": {"filesystem": {"rootdirectory": str(tmp / "storage")}},
               "http": {"addr": host}}

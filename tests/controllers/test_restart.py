@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from kubenode.client import ApiClient, load_kubeconfig
+from kubenode.up import free_port
 from tests.controllers.cluster import GRACE, deployment_manifest, wait_for
 from tests.controllers.simkubelet import SimKubelet
-from tests.fixtures.apiserver import free_port, start_api_server
+from tests.fixtures.apiserver import start_api_server
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from kubenode.kubelet.prober.prober import run_probe
 from kubenode.kubelet.volumes.manager import VolumeError, check_host_path
-from tests.fixtures.apiserver import free_port
+from kubenode.up import free_port
 
 
 class _NoRuntime:

@@ -18,7 +18,7 @@ import pytest
 
 from kubenode.stats.cgroups import cgroup_mode
 from kubenode.stats.summary import ContainerInfo, PodInfo
-from tests.fixtures.apiserver import free_port
+from kubenode.up import free_port
 from tests.kubelet_server.conftest import Kubelet
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]

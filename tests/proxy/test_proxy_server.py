@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.apiserver import free_port
+from kubenode.up import free_port
 
 from .conftest import ep, eps, svc
 from .netenv import CLUSTER_CIDR, NetEnv

@@ -16,7 +16,7 @@ import pytest
 
 from kubenode.cri import api_pb2 as pb
 from kubenode.runtime.cni import CNI, PodRef
-from tests.fixtures.apiserver import free_port
+from kubenode.up import free_port
 from tests.fixtures.images import BuiltLayout
 from tests.runtime.conftest import new_runtime
 from tests.runtime.harness import (

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.apiserver import free_port, start_api_server
+from kubenode.up import free_port
+from tests.fixtures.apiserver import start_api_server
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
 

@@ -94,7 +94,7 @@ async def test_port_forward_through_apiserver_kubelet_and_runtime(
         api_server: APIServerProcess, tmp_path: Path, kubectl_bin: str) -> None:
     """kubectl 1.27 speaks SPDY/3.1, 1.32 WebSocket: both are spliced to the kubelet."""
     from kubenode.runtime.streaming import RuncStreamingRuntime, StreamingServer
-    from tests.fixtures.apiserver import free_port
+    from kubenode.up import free_port
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         data = await reader.read(100)

@@ -30,8 +30,9 @@ from kubenode.runtime.images.pull import import_layout, pull_image
 from kubenode.runtime.images.reference import parse
 from kubenode.runtime.images.registry import RegistryClient, RegistryHosts
 from kubenode.runtime.images.store import ImageStore
+from kubenode.up import free_port
 from tests.fixtures.images import BuiltLayout
-from tests.fixtures.registry import RegistryFactory, free_port
+from tests.fixtures.registry import RegistryFactory
 
 pytestmark = [pytest.mark.root]
 

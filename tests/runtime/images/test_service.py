@@ -24,8 +24,9 @@ from kubenode.runtime.images.pull import import_layout
 from kubenode.runtime.images.registry import RegistryClient
 from kubenode.runtime.images.service import ImageServicer
 from kubenode.runtime.images.store import ImageStore
+from kubenode.up import free_port
 from tests.fixtures.images import BuiltLayout
-from tests.fixtures.registry import RegistryFactory, free_port
+from tests.fixtures.registry import RegistryFactory
 
 pytestmark = [pytest.mark.root]
 
