@@ -10,7 +10,7 @@ install_venv "[test]"
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 set +e
-.venv/bin/python -m pytest "$@"
+KUBENODE_LEAK_CHECK=1 .venv/bin/python -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then

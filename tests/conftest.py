@@ -9,6 +9,7 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.guard",
+    "tests.fixtures.leaks",
     "tests.fixtures.images",
     "tests.fixtures.registry",
     "tests.fixtures.containerd",
