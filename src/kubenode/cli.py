@@ -76,6 +76,12 @@ def _kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-domain", default="")
     p.add_argument("--node-ip", default="")
     p.add_argument("--node-labels", default="", help="key=value,... added at registration")
+    p.add_argument("--register-with-taints", default="",
+                   help="key[=value]:Effect,... set on the Node when it is registered")
+    p.add_argument("--container-log-max-size", default="",
+                   help="rotate a container's log when it reaches this size (default 10Mi)")
+    p.add_argument("--container-log-max-files", type=int, default=0,
+                   help="log files kept per container, current one included (default 5)")
     p.add_argument("--resolv-conf", default="")
     p.add_argument("--max-pods", type=int, default=0)
     p.add_argument("--kube-reserved", default="", help="cpu=100m,memory=100Mi,...")

@@ -66,6 +66,7 @@ class Env:
              "--cgroup-root", self.cgroot, "--resolv-conf", str(self.tmp / "resolv.conf"),
              "--port", "0", "--healthz-port", "0", "--node-ip", "127.0.0.1",
              "--node-status-update-frequency", "1",
+             "--register-with-taints", "kubenode.test/role=e2e:PreferNoSchedule",
              "--pod-manifest-path", str(self.tmp / "manifests"), "--file-check-frequency", "1"],
             stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
@@ -222,6 +223,8 @@ def test_kubectl_apply_to_running_and_back(env: Env) -> None:
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == NODE
     assert node["metadata"]["labels"]["kubernetes.io/os"] == "linux"
     assert node["status"]["allocatable"]["pods"] == "110"
+    assert node["spec"]["taints"] == [{"key": "kubenode.test/role", "value": "e2e",
+                                       "effect": "PreferNoSchedule"}]
     assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] > 0
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith(
         env.backend.name + "://")

@@ -17,7 +17,13 @@ from kubenode.api.quantity import (
     parse_quantity,
 )
 from kubenode.kubelet.backoff import Backoff
-from kubenode.kubelet.config import KubeletConfig, apply_file, from_args, parse_duration
+from kubenode.kubelet.config import (
+    KubeletConfig,
+    apply_file,
+    from_args,
+    parse_duration,
+    parse_taint,
+)
 from kubenode.kubelet.container import (
     ContainerState,
     ContainerStatus,
@@ -250,7 +256,9 @@ def test_config_file_and_flags(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     f.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
                  "clusterDNS: [10.0.0.10]\nclusterDomain: corp.local\nmaxPods: 20\n"
                  "nodeStatusUpdateFrequency: 5s\nbogusField: 1\n"
-                 "kubeReserved: {cpu: 100m, memory: 100Mi}\n")
+                 "kubeReserved: {cpu: 100m, memory: 100Mi}\n"
+                 "containerLogMaxSize: 5Mi\ncontainerLogMaxFiles: 3\n"
+                 "registerWithTaints: [{key: dedicated, value: gpu, effect: NoSchedule}]\n")
     args = argparse.Namespace(node_name="n1", config=str(f), root_dir="/tmp/kl",
                               pod_logs_dir="/var/log/pods", kubeconfig=None,
                               container_runtime_endpoint="unix:///run/kubenode/runtime.sock",
@@ -262,6 +270,18 @@ def test_config_file_and_flags(tmp_path: Path, caplog: pytest.LogCaptureFixture)
     assert cfg.root_dir == Path("/tmp/kl") and cfg.node_labels == {"a": "b"}
     assert cfg.reserved() == {"cpu": 100, "memory": 100 * 2**20}
     assert "bogusField" in caplog.text
+    assert cfg.container_log_max_size == 5 * 2**20 and cfg.container_log_max_files == 3
+    assert cfg.register_with_taints == [{"key": "dedicated", "value": "gpu",
+                                         "effect": "NoSchedule"}]
+    args.register_with_taints = "a=b:NoExecute,c:PreferNoSchedule"
+    args.container_log_max_size = "1Mi"
+    cfg = from_args(args)
+    assert cfg.register_with_taints == [{"key": "a", "value": "b", "effect": "NoExecute"},
+                                        {"key": "c", "effect": "PreferNoSchedule"}]
+    assert cfg.container_log_max_size == 2**20
+    for bad in ("nokey", "k=v:Sometimes", ":NoSchedule"):
+        with pytest.raises(ValueError):
+            parse_taint(bad)
     c2 = KubeletConfig(node_name="x")
     with pytest.raises(ValueError):
         apply_file(c2, {"nodeStatusUpdateFrequency": "10"})
@@ -272,7 +292,8 @@ def test_node_status_setters() -> None:
     errors: list[str] = []
     setters = [ns.node_addresses(node_ip="10.0.0.5", hostname="n1"),
                ns.machine_info(capacity={"cpu": 2000, "memory": 4 * 2**30,
-                                         "ephemeral-storage": 10 * 2**30},
+                                         "ephemeral-storage": 10 * 2**30,
+                                         "hugepages-2Mi": 0, "hugepages-1Gi": 2**30},
                                reserved={"cpu": 500, "memory": 2**30}, max_pods=110),
                ns.daemon_endpoints(port=lambda: 10250),
                ns.pressure_conditions(), ns.ready_condition(lambda: list(errors))]
@@ -283,7 +304,10 @@ def test_node_status_setters() -> None:
     assert st["addresses"] == [{"type": "InternalIP", "address": "10.0.0.5"},
                                {"type": "Hostname", "address": "n1"}]
     assert st["capacity"]["cpu"] == "2" and st["allocatable"]["cpu"] == "1500m"
-    assert st["allocatable"]["memory"] == f"{(3 * 2**30 - 100 * 2**20) // 1024}Ki"
+    # Pre-allocated huge pages are not ordinary memory.
+    assert st["allocatable"]["memory"] == f"{(2 * 2**30 - 100 * 2**20) // 1024}Ki"
+    assert st["capacity"]["hugepages-1Gi"] == st["allocatable"]["hugepages-1Gi"] == "1Gi"
+    assert st["capacity"]["hugepages-2Mi"] == "0"
     assert st["allocatable"]["pods"] == "110"
     conds = {c["type"]: c for c in st["conditions"]}
     assert [c["type"] for c in st["conditions"]] == ["MemoryPressure", "DiskPressure",
@@ -300,3 +324,22 @@ def test_node_status_setters() -> None:
     mem = {c["type"]: c for c in node["status"]["conditions"]}["MemoryPressure"]
     assert mem["lastTransitionTime"] == "1970-01-01T00:16:40Z"
     assert mem["lastHeartbeatTime"] == "1970-01-01T00:33:20Z"
+
+
+def test_hugepages_from_sysfs(tmp_path: Path) -> None:
+    from kubenode.kubelet.cm import hugepages
+    for size, count in (("2048kB", "512"), ("1048576kB", "0")):
+        (tmp_path / f"hugepages-{size}").mkdir()
+        (tmp_path / f"hugepages-{size}" / "nr_hugepages").write_text(count + "\n")
+    assert hugepages(tmp_path) == {"hugepages-2Mi": 2**30, "hugepages-1Gi": 0}
+    assert hugepages(tmp_path / "missing") == {}
+
+
+def test_register_with_taints_only_at_creation() -> None:
+    from kubenode.kubelet.nodestatus import NodeStatusManager
+    taint = {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}
+    mgr = NodeStatusManager(client=None, node_name="n1", now=lambda: 0.0,  # type: ignore[arg-type]
+                            setters=[], taints=[taint])
+    assert mgr.build()["spec"]["taints"] == [taint]
+    assert "taints" not in NodeStatusManager(client=None, node_name="n1",  # type: ignore[arg-type]
+                                             now=lambda: 0.0, setters=[]).build()["spec"]

@@ -70,6 +70,7 @@ class ContainerManager(Protocol):
     async def container_status(self, container_id: str) -> pb.ContainerStatus: ...
     async def exec_sync(self, container_id: str, cmd: list[str],
                         timeout_seconds: float) -> pb.ExecSyncResponse: ...
+    async def reopen_container_log(self, container_id: str) -> None: ...
 
 
 class RuntimeService(RuntimeVersioner, RuntimeStatus, PodSandboxManager, ContainerManager,
@@ -222,6 +223,13 @@ class RemoteRuntimeService:
         except grpc.aio.AioRpcError as e:
             raise _err(e) from None
         return r.status
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        try:
+            await self._stub.ReopenContainerLog(
+                pb.ReopenContainerLogRequest(container_id=container_id), timeout=self.timeout)
+        except grpc.aio.AioRpcError as e:
+            raise _err(e) from None
 
     async def exec_sync(self, container_id: str, cmd: list[str],
                         timeout_seconds: float) -> pb.ExecSyncResponse:

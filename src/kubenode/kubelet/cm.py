@@ -8,6 +8,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from kubenode.api.quantity import format_quantity
+
 CGROUP_FS = Path("/sys/fs/cgroup")
 
 
@@ -32,8 +34,22 @@ def remove_cgroup(parent: str) -> None:
                 s.rmdir()
 
 
+def hugepages(root: Path = Path("/sys/kernel/mm/hugepages")) -> dict[str, int]:
+    """Pre-allocated huge pages per page size, in bytes: {"hugepages-2Mi": ..., ...}."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for d in sorted(root.iterdir()):
+            kib = int(d.name.removeprefix("hugepages-").removesuffix("kB"))
+            try:
+                count = int((d / "nr_hugepages").read_text())
+            except (OSError, ValueError):
+                count = 0
+            out[f"hugepages-{format_quantity(kib * 1024, binary=True)}"] = count * kib * 1024
+    return out
+
+
 def node_capacity(root_dir: Path) -> dict[str, int]:
-    """cpu in millicores, memory and ephemeral-storage in bytes."""
+    """cpu in millicores, memory, ephemeral-storage and hugepages-<size> in bytes."""
     cpu = len(os.sched_getaffinity(0)) * 1000
     mem = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as f:
@@ -44,4 +60,5 @@ def node_capacity(root_dir: Path) -> dict[str, int]:
     while not root.exists() and root != root.parent:
         root = root.parent
     st = os.statvfs(root)
-    return {"cpu": cpu, "memory": mem, "ephemeral-storage": st.f_blocks * st.f_frsize}
+    return {"cpu": cpu, "memory": mem, "ephemeral-storage": st.f_blocks * st.f_frsize,
+            **hugepages()}

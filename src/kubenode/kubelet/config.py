@@ -42,13 +42,17 @@ _FIELDS = {
     "providerID": "provider_id",
     "registerNode": "register_node",
     "podCIDR": "pod_cidr",
+    "containerLogMaxSize": "container_log_max_size",
+    "containerLogMaxFiles": "container_log_max_files",
+    "containerLogMonitorInterval": "container_log_monitor_interval",
+    "registerWithTaints": "register_with_taints",
 }
 _IGNORED = {"apiVersion", "kind", "authentication", "authorization", "cgroupDriver",
             "address", "readOnlyPort", "serializeImagePulls", "evictionHard",
             "featureGates", "failSwapOn", "rotateCertificates", "serverTLSBootstrap",
             "tlsCertFile", "tlsPrivateKeyFile", "healthzBindAddress", "runtimeRequestTimeout",
             "imageMinimumGCAge", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
-            "containerLogMaxSize", "containerLogMaxFiles", "logging", "shutdownGracePeriod",
+            "logging", "shutdownGracePeriod",
             "shutdownGracePeriodCriticalPods", "streamingConnectionIdleTimeout",
             "volumeStatsAggPeriod", "cpuManagerReconcilePeriod", "memorySwap",
             "evictionPressureTransitionPeriod"}
@@ -109,6 +113,10 @@ class KubeletConfig:
     register_node: bool = True
     pod_cidr: str = ""
     node_labels: dict[str, str] = field(default_factory=dict)
+    register_with_taints: list[dict[str, str]] = field(default_factory=list)
+    container_log_max_size: int = 10 << 20
+    container_log_max_files: int = 5
+    container_log_monitor_interval: float = 10.0
 
     def reserved(self) -> dict[str, int]:
         """Reserved cpu (millicores), memory, ephemeral-storage, summed."""
@@ -117,6 +125,27 @@ class KubeletConfig:
             for k, v in src.items():
                 out[k] = out.get(k, 0) + (milli_value(v) if k == "cpu" else int_value(v))
         return out
+
+
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _taint(t: dict[str, Any]) -> dict[str, str]:
+    if not isinstance(t, dict) or not t.get("key") or t.get("effect") not in TAINT_EFFECTS:
+        raise ValueError(f"registerWithTaints: invalid taint {t!r}")
+    out = {"key": str(t["key"]), "effect": str(t["effect"])}
+    if t.get("value"):
+        out["value"] = str(t["value"])
+    return out
+
+
+def parse_taint(spec: str) -> dict[str, str]:
+    """--register-with-taints syntax: key[=value]:Effect (as `kubectl taint`)."""
+    kv, sep, effect = spec.rpartition(":")
+    if not sep:
+        raise ValueError(f"invalid taint spec {spec!r}: want key[=value]:Effect")
+    key, _, value = kv.partition("=")
+    return _taint({"key": key, "value": value, "effect": effect})
 
 
 def load_file(path: Path) -> dict[str, Any]:
@@ -138,12 +167,16 @@ def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
                 log.warning("unknown field in KubeletConfiguration field=%s", k)
             continue
         if attr in ("node_status_update_frequency", "node_status_report_frequency",
-                    "sync_frequency", "file_check_frequency"):
+                    "sync_frequency", "file_check_frequency", "container_log_monitor_interval"):
             v = parse_duration(v)
         elif attr in ("pod_manifest_path", "pod_logs_dir", "resolv_conf"):
             v = Path(v) if v else None
         elif attr == "cluster_dns":
             v = list(v or [])
+        elif attr == "container_log_max_size":
+            v = int_value(str(v))
+        elif attr == "register_with_taints":
+            v = [_taint(t) for t in v or []]
         setattr(cfg, attr, v)
 
 
@@ -182,6 +215,13 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
         cfg.resolv_conf = Path(args.resolv_conf)
     if getattr(args, "max_pods", None):
         cfg.max_pods = int(args.max_pods)
+    if getattr(args, "container_log_max_size", None):
+        cfg.container_log_max_size = int_value(args.container_log_max_size)
+    if getattr(args, "container_log_max_files", None):
+        cfg.container_log_max_files = int(args.container_log_max_files)
+    if getattr(args, "register_with_taints", None):
+        cfg.register_with_taints = [parse_taint(s) for s in args.register_with_taints.split(",")
+                                    if s]
     if getattr(args, "kube_reserved", None):
         cfg.kube_reserved = dict(kv.split("=", 1) for kv in args.kube_reserved.split(","))
     if getattr(args, "system_reserved", None):

@@ -3,8 +3,8 @@
 `Kubelet` is built from a typed `KubeletConfig`, a CRI `RuntimeService` +
 `ImageManagerService`, and optionally an API side (`ApiSide`: ConfigMaps/Secrets, status
 writes, events, tokens). It wires: event recorder, image manager, runtime manager,
-volume manager, probe manager, status manager, pod workers and PLEG, and runs their loops
-under one TaskGroup (`run`).
+volume manager, probe manager, status manager, pod workers, PLEG and the container log
+manager (rotation), and runs their loops under one TaskGroup (`run`).
 
 Pods come from sources as full snapshots: `update_source(name, pods)` diffs against the
 last snapshot of that source (the "pod config" merger) and feeds the pod workers with
@@ -36,6 +36,7 @@ from kubenode.kubelet import cm
 from kubenode.kubelet.backoff import Backoff
 from kubenode.kubelet.config import KubeletConfig
 from kubenode.kubelet.container import ContainerState, PodStatus, PodUID, pod_uid
+from kubenode.kubelet.containerlogmanager import ContainerLogManager
 from kubenode.kubelet.events import WARNING, Recorder
 from kubenode.kubelet.images import ImageManager
 from kubenode.kubelet.kuberuntime.config import RuntimeManagerConfig
@@ -80,6 +81,7 @@ class Kubelet:
     status_manager: StatusManager = field(init=False)
     pod_workers: PodWorkers = field(init=False)
     pleg: GenericPLEG = field(init=False)
+    container_log_manager: ContainerLogManager = field(init=False)
     pods: dict[PodUID, dict[str, Any]] = field(default_factory=dict)
     sources: dict[str, dict[PodUID, dict[str, Any]]] = field(default_factory=dict)
     reasons: dict[PodUID, dict[str, tuple[str, str]]] = field(default_factory=dict)
@@ -123,6 +125,10 @@ class Kubelet:
                                       sync_terminated_pod=self.sync_terminated_pod,
                                       resync_interval=cfg.sync_frequency)
         self.pleg = GenericPLEG(runtime=self.runtime, now=self.now)
+        self.container_log_manager = ContainerLogManager(
+            runtime=self.runtime, max_size=cfg.container_log_max_size,
+            max_files=cfg.container_log_max_files,
+            monitor_interval=cfg.container_log_monitor_interval, now=self.now)
 
     # ---- pod config ------------------------------------------------------------
 
@@ -386,6 +392,7 @@ class Kubelet:
                 tg.create_task(self._housekeeping_loop(), name="housekeeping")
                 tg.create_task(self.recorder.run(), name="events")
                 tg.create_task(self._runtime_state_loop(), name="runtime-state")
+                tg.create_task(self.container_log_manager.run(), name="container-log-manager")
                 self.ready.set()
         finally:
             with contextlib.suppress(Exception):

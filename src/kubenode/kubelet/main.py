@@ -71,6 +71,7 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                 status_mgr = ns.NodeStatusManager(
                     client=api, node_name=cfg.node_name, now=now,
                     labels=ns.node_labels(cfg.node_name, cfg.node_labels),
+                    taints=cfg.register_with_taints,
                     pod_cidr=cfg.pod_cidr, provider_id=cfg.provider_id,
                     update_frequency=cfg.node_status_update_frequency,
                     report_frequency=cfg.node_status_report_frequency,

@@ -68,14 +68,19 @@ def machine_info(*, capacity: dict[str, int], reserved: dict[str, int], max_pods
                else f"{capacity['cpu']}m",
                "memory": f"{capacity['memory'] // 1024}Ki",
                "ephemeral-storage": f"{capacity['ephemeral-storage'] // 1024}Ki",
-               "pods": str(max_pods), "hugepages-2Mi": "0", "hugepages-1Gi": "0"}
+               "pods": str(max_pods)}
+        pages = {k: v for k, v in capacity.items() if k.startswith("hugepages-")}
+        cap.update({k: format_quantity(v, binary=True) for k, v in pages.items()})
         cpu = capacity["cpu"] - reserved.get("cpu", 0)
-        mem = capacity["memory"] - reserved.get("memory", 0) - EVICTION_HARD_MEMORY
+        # Pre-allocated huge pages are not available as ordinary memory (upstream).
+        mem = (capacity["memory"] - reserved.get("memory", 0) - EVICTION_HARD_MEMORY
+               - sum(pages.values()))
         eph = capacity["ephemeral-storage"] - reserved.get("ephemeral-storage", 0)
         alloc = {"cpu": format_quantity(cpu // 1000) if cpu % 1000 == 0 else f"{cpu}m",
                  "memory": f"{max(mem, 0) // 1024}Ki",
                  "ephemeral-storage": str(max(eph, 0)),
-                 "pods": str(max_pods), "hugepages-2Mi": "0", "hugepages-1Gi": "0"}
+                 "pods": str(max_pods),
+                 **{k: format_quantity(v, binary=True) for k, v in pages.items()}}
         node["status"]["capacity"] = cap
         node["status"]["allocatable"] = alloc
     return set_machine_info
@@ -180,6 +185,7 @@ class NodeStatusManager:
     now: Callable[[], float]
     setters: list[Setter]
     labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
     pod_cidr: str = ""
     provider_id: str = ""
     update_frequency: float = 10.0
@@ -198,6 +204,10 @@ class NodeStatusManager:
             node["spec"]["podCIDRs"] = [self.pod_cidr]
         if self.provider_id:
             node["spec"]["providerID"] = self.provider_id
+        if self.taints:
+            # Only at creation, as upstream: taints of an existing Node belong to whoever
+            # set them since.
+            node["spec"]["taints"] = [dict(t) for t in self.taints]
         return node
 
     async def register(self) -> Node:

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 STATE = {CREATED: pb.CONTAINER_CREATED, RUNNING: pb.CONTAINER_RUNNING,
          EXITED: pb.CONTAINER_EXITED}
+# How long ReopenContainerLog waits for conmon to open the new log file.
+REOPEN_TIMEOUT = 5.0
 
 
 def container_config(rec: ContainerRecord) -> pb.ContainerConfig:
@@ -402,6 +405,17 @@ class ContainerManager:
             conmon.reopen_log(self.layout.bundle(rec.id))
         except conmon.ConmonError as err:
             raise failed(str(err)) from err
+        # conmon reopens when its loop reads the FIFO. The caller renamed the file away
+        # and may compress it next (the kubelet's log rotation): answer once conmon
+        # writes to a new file, as CRI-O does, or bytes written late into the old one
+        # would be lost.
+        if rec.log_path:
+            path = Path(rec.log_path)
+            deadline = time.monotonic() + REOPEN_TIMEOUT
+            while not await asyncio.to_thread(path.exists):
+                if time.monotonic() > deadline:
+                    raise failed(f"container monitor did not reopen {path}")
+                await asyncio.sleep(0.005)
 
     async def exec_sync(self, ident: str, cmd: list[str], timeout_s: int) -> pb.ExecSyncResponse:
         rec = self.get(ident)
