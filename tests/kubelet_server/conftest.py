@@ -109,6 +109,10 @@ async def kubelet(tmp_path: Path, fake_api: FakeApi) -> AsyncIterator[Kubelet]:
     pods = Pods()
     logs_dir = tmp_path / "pods-logs"
     logs_dir.mkdir()
+    (tmp_path / "varlog" / "apt").mkdir(parents=True)
+    (tmp_path / "varlog" / "syslog").write_text("node booted\n")
+    (tmp_path / "varlog" / "apt" / "history.log").write_text("Install: runc\n")
+    (tmp_path / "secret.txt").write_text("outside /var/log\n")
     reviews = ApiReviewClient(ApiConnection(server=fake_api.url, ssl=False), now=time.monotonic)
     metrics = KubeletMetrics(node_name=NODE)
     stats = CgroupStatsProvider(
@@ -118,6 +122,7 @@ async def kubelet(tmp_path: Path, fake_api: FakeApi) -> AsyncIterator[Kubelet]:
         config=KubeletServerConfig(node_name=NODE, address="127.0.0.1", port=0, healthz_port=0,
                                    cert_dir=str(tmp_path / "kubelet-pki"),
                                    client_ca_file=str(ca.cert_file),
+                                   node_logs_dir=str(tmp_path / "varlog"),
                                    kubelet_config={"authentication": {"anonymous": {
                                        "enabled": False}}}),
         now=time.time, pods=pods, stats=stats, logs=PodLogsDirLocator(logs_dir),

@@ -62,6 +62,28 @@ async def test_forbidden_is_403_with_upstream_message(kubelet: Kubelet) -> None:
     assert status == 200
 
 
+async def test_node_logs(kubelet: Kubelet) -> None:
+    """/logs/ serves the node's log directory (authorized as nodes/log)."""
+    status, text, _ = await get(kubelet, "/logs/", kubelet.admin)
+    assert status == 200
+    assert text == '<pre>\n<a href="apt/">apt/</a>\n<a href="syslog">syslog</a>\n</pre>\n'
+    status, text, _ = await get(kubelet, "/logs/syslog", kubelet.admin)
+    assert (status, text) == (200, "node booted\n")
+    status, text, _ = await get(kubelet, "/logs/apt/history.log", kubelet.admin)
+    assert (status, text) == (200, "Install: runc\n")
+    status, text, _ = await get(kubelet, "/logs/apt", kubelet.admin)  # redirected to apt/
+    assert status == 200 and "history.log" in text
+    status, _, _ = await get(kubelet, "/logs/nothing-here", kubelet.admin)
+    assert status == 404
+    status, text, _ = await get(kubelet, "/logs/%2E%2E/secret.txt", kubelet.admin)
+    assert status in (400, 404) and "outside" not in text
+    status, text, _ = await get(kubelet, "/logs/syslog", kubelet.nobody)
+    assert status == 403 and "subresource(s)=[log]" in text
+    status, text, _ = await get(kubelet, "/logs/syslog",
+                                headers={"Authorization": "Bearer alice-token"})
+    assert (status, text) == (200, "node booted\n")
+
+
 async def test_bearer_token_via_token_review(kubelet: Kubelet) -> None:
     kubelet.pods.api_pods = [pod_dict()]
     auth = {"Authorization": "Bearer alice-token"}

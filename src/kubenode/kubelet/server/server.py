@@ -9,7 +9,8 @@ Endpoints on the secure port (all behind auth.py's authn/authz):
   /healthz, /pods, /runningpods/, /containerLogs/{ns}/{pod}/{container},
   /exec|/attach/{ns}/{pod}[/{uid}]/{container}, /portForward/{ns}/{pod}[/{uid}],
   /run/{ns}/{pod}[/{uid}]/{container} (POST), /stats/summary, /metrics,
-  /metrics/cadvisor, /metrics/resource, /metrics/probes, /configz.
+  /metrics/cadvisor, /metrics/resource, /metrics/probes, /configz,
+  /logs/{path} (node logs: files and directory listings under `node_logs_dir`, /var/log).
 Exec/attach/portForward ask the `StreamingProvider` for the runtime's streaming URL and
 proxy the upgraded connection to it (proxy.py). Providers left None answer 501/404.
 """
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -65,6 +69,7 @@ class KubeletServerConfig:
     kubelet_config: dict[str, Any] = field(default_factory=dict)  # for /configz
     log_poll_interval: float = 0.2
     run_timeout: float = 60.0
+    node_logs_dir: str | None = "/var/log"   # /logs/; None disables
 
 
 _TRUE = ("1", "true", "True", "TRUE")
@@ -141,6 +146,8 @@ class KubeletServer:
         r.add_get("/metrics/resource", self._metrics_resource)
         r.add_get("/metrics/probes", self._metrics_probes)
         r.add_get("/configz", self._configz)
+        r.add_get("/logs", self._node_logs_redirect)
+        r.add_get("/logs/{path:.*}", self._node_logs)
         return app
 
     def healthz_app(self) -> web.Application:
@@ -385,6 +392,31 @@ class KubeletServer:
             raise NotFound("stats are not available")
         snap = await self.stats.snapshot()
         return self._prom(statsmetrics.render(statsmetrics.ResourceCollector(snap)))
+
+    async def _node_logs_redirect(self, request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("/logs/")
+
+    async def _node_logs(self, request: web.Request) -> web.StreamResponse:
+        """As upstream's file server on /var/log: a file's bytes, or a directory's
+        entries as links (directories end in "/")."""
+        if self.config.node_logs_dir is None:
+            raise NotFound("node logs are not served")
+        rel = request.match_info["path"]
+        if any(part == ".." for part in rel.split("/")):
+            raise BadRequest("invalid path")
+        root = Path(self.config.node_logs_dir)
+        target = root.joinpath(*[p for p in rel.split("/") if p])
+        if await asyncio.to_thread(target.is_dir):
+            if rel and not rel.endswith("/"):
+                raise web.HTTPMovedPermanently(f"/logs/{rel}/")
+            entries = await asyncio.to_thread(
+                lambda: sorted(e.name + ("/" if e.is_dir() else "") for e in target.iterdir()))
+            links = "".join(f'<a href="{html.escape(quote(e))}">{html.escape(e)}</a>\n'
+                            for e in entries)
+            return web.Response(text=f"<pre>\n{links}</pre>\n", content_type="text/html")
+        if not await asyncio.to_thread(target.is_file):
+            raise NotFound("404 page not found")
+        return web.FileResponse(target)
 
     async def _configz(self, request: web.Request) -> web.Response:
         cfg = {"kind": "KubeletConfiguration",
