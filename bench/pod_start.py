@@ -87,6 +87,7 @@ def node(kind: str, tmp: Path) -> Iterator[Node]:
     (tmp / "resolv.conf").write_text("nameserver 127.0.0.53\n")
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(start_api_server(tmp / "server", control_plane=True))
+        stack.callback(remove_cgroup, cgroup_root)  # after the runtime has gone (LIFO)
         if kind == "containerd":
             ctrd = stack.enter_context(run_containerd(subnet=subnet))
             endpoint, runtime_pid = ctrd.endpoint, ctrd.pid
@@ -99,7 +100,6 @@ def node(kind: str, tmp: Path) -> Iterator[Node]:
             assert rt.proc is not None
             endpoint, runtime_pid = f"unix://{rt.socket}", rt.proc.pid
             monitors = ("conmon", str(rt.dir))
-        stack.callback(remove_cgroup, cgroup_root)
         log = tmp / "kubelet.log"
         with log.open("ab") as out:
             kubelet = subprocess.Popen(

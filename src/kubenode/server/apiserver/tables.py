@@ -377,6 +377,37 @@ def _csr_row(c: dict[str, Any], now: float) -> Row:
             spec.get("username", ""), human_duration(dur) if dur else "<none>", cond]
 
 
+_ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX",
+                 "ReadWriteOncePod": "RWOP"}
+
+
+def _access_modes(modes: list[str] | None) -> str:
+    return ",".join(_ACCESS_MODES.get(m, m) for m in modes or [])
+
+
+def _pv_row(pv: dict[str, Any], now: float) -> Row:
+    spec, status = pv.get("spec") or {}, pv.get("status") or {}
+    ref = spec.get("claimRef") or {}
+    claim = f"{ref.get('namespace')}/{ref.get('name')}" if ref else ""
+    return [pv["metadata"]["name"], (spec.get("capacity") or {}).get("storage", ""),
+            _access_modes(spec.get("accessModes")),
+            spec.get("persistentVolumeReclaimPolicy", ""), status.get("phase", ""), claim,
+            spec.get("storageClassName", ""),
+            spec.get("volumeAttributesClassName") or "<unset>", status.get("reason", ""),
+            age(pv, now), spec.get("volumeMode", "Filesystem")]
+
+
+def _pvc_row(pvc: dict[str, Any], now: float) -> Row:
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    bound = status.get("phase") == "Bound"
+    return [pvc["metadata"]["name"], status.get("phase", ""), spec.get("volumeName", ""),
+            (status.get("capacity") or {}).get("storage", "") if bound else "",
+            _access_modes(status.get("accessModes")) if bound else "",
+            spec.get("storageClassName") or "",
+            spec.get("volumeAttributesClassName") or "<unset>", age(pvc, now),
+            spec.get("volumeMode", "Filesystem")]
+
+
 def _generic_row(o: dict[str, Any], now: float) -> Row:
     return [o["metadata"].get("name", ""), age(o, now)]
 
@@ -411,6 +442,20 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any], float], Row]]]
                                    ("Requestor", "string", 0, ""),
                                    ("RequestedDuration", "string", 0, ""),
                                    ("Condition", "string", 0, "")], _csr_row),
+    "PersistentVolume": ([("Name", "string", 0, "name"), ("Capacity", "string", 0, ""),
+                          ("Access Modes", "string", 0, ""), ("Reclaim Policy", "string", 0, ""),
+                          ("Status", "string", 0, ""), ("Claim", "string", 0, ""),
+                          ("StorageClass", "string", 0, ""),
+                          ("VolumeAttributesClass", "string", 0, ""),
+                          ("Reason", "string", 0, ""), ("Age", "string", 0, ""),
+                          ("VolumeMode", "string", 1, "")], _pv_row),
+    "PersistentVolumeClaim": ([("Name", "string", 0, "name"), ("Status", "string", 0, ""),
+                               ("Volume", "string", 0, ""), ("Capacity", "string", 0, ""),
+                               ("Access Modes", "string", 0, ""),
+                               ("StorageClass", "string", 0, ""),
+                               ("VolumeAttributesClass", "string", 0, ""),
+                               ("Age", "string", 0, ""), ("VolumeMode", "string", 1, "")],
+                              _pvc_row),
 }
 
 GENERIC: tuple[list[Column], Callable[[dict[str, Any], float], Row]] = (

@@ -38,6 +38,7 @@ from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleController,
     NodeLifecycleOptions,
 )
+from kubenode.server.controllers.persistentvolume import PersistentVolumeController
 from kubenode.server.controllers.podgc import PodGCController
 from kubenode.server.controllers.replicaset import ReplicaSetController
 from kubenode.server.controllers.rootcacertpublisher import RootCACertPublisher
@@ -110,6 +111,7 @@ CONTROLLERS: dict[str, Callable[[Api, Informers, ControllerOptions], Controller]
     "csr": _csr,
     "disruption": _simple(DisruptionController),
     "root-ca-cert-publisher": _rootca,
+    "persistentvolume-binder": _simple(PersistentVolumeController),
 }
 
 
