@@ -37,6 +37,13 @@ class FakeObjects:
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.secrets.get((namespace, name))
 
+    async def get_persistent_volume_claim(self, namespace: str,
+                                          name: str) -> dict[str, Any] | None:
+        return None
+
+    async def get_persistent_volume(self, name: str) -> dict[str, Any] | None:
+        return None
+
 
 @dataclass(frozen=True, kw_only=True)
 class Backend:

@@ -162,3 +162,22 @@ def test_overlay_with_many_layers_and_none(tmp_path: Path) -> None:
         assert list(empty.iterdir()) == []
     finally:
         mounts.umount(empty)
+
+
+def test_mount_propagation_needs_a_shared_or_slave_source(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        "40 27 0:50 / /srv/shared rw shared:7 - tmpfs t rw\n"
+        "41 27 0:51 / /srv/slave rw master:7 - tmpfs t rw\n")
+    assert oci.mount_of("/srv/shared/a/b", str(info)) == ("/srv/shared", {"shared"})
+    assert oci.mount_of("/srv/sharedx", str(info)) == ("/", set())
+    assert oci.mount_of("/srv/slave", str(info)) == ("/srv/slave", {"master"})
+    with pytest.raises(CRIError, match='path "/data" is mounted on "/" but it is not a '
+                                       "shared or slave mount"):
+        oci.check_propagation("/data", pb.PROPAGATION_HOST_TO_CONTAINER, str(info))
+    with pytest.raises(CRIError, match='is mounted on "/srv/slave" but it is not a shared mount'):
+        oci.check_propagation("/srv/slave/x", pb.PROPAGATION_BIDIRECTIONAL, str(info))
+    oci.check_propagation("/srv/slave/x", pb.PROPAGATION_HOST_TO_CONTAINER, str(info))
+    oci.check_propagation("/srv/shared", pb.PROPAGATION_BIDIRECTIONAL, str(info))
+    oci.check_propagation("/data", pb.PROPAGATION_PRIVATE, str(info))

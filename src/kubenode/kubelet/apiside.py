@@ -1,8 +1,9 @@
 """The kubelet's API-server side over `kubenode.client.ApiClient`: one object implementing
 the seams the kubelet components take (so none of them imports the client):
 
-- ObjectSource (ConfigMaps / Secrets for env and volumes; a GET each time, as upstream's
-  "Get" change-detection strategy),
+- ObjectSource (ConfigMaps / Secrets for env and volumes, claims and volumes behind
+  persistentVolumeClaim volumes; a GET each time, as upstream's "Get" change-detection
+  strategy),
 - PodStatusWriter (merge patch of pods/status with a UID precondition; deletion
   confirmed with gracePeriodSeconds=0 and the UID as precondition),
 - TokenSource (serviceaccounts/<name>/token TokenRequest bound to the pod),
@@ -25,21 +26,27 @@ log = logging.getLogger(__name__)
 class ApiSide:
     client: ApiClient
 
-    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get(self, resource: str, name: str,
+                   namespace: str | None = None) -> dict[str, Any] | None:
         try:
-            return await self.client.get("configmaps", name, namespace=namespace)
+            return await self.client.get(resource, name, namespace=namespace)
         except ApiError as e:
             if e.not_found:
                 return None
             raise
 
+    async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get("configmaps", name, namespace)
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self.client.get("secrets", name, namespace=namespace)
-        except ApiError as e:
-            if e.not_found:
-                return None
-            raise
+        return await self._get("secrets", name, namespace)
+
+    async def get_persistent_volume_claim(self, namespace: str,
+                                          name: str) -> dict[str, Any] | None:
+        return await self._get("persistentvolumeclaims", name, namespace)
+
+    async def get_persistent_volume(self, name: str) -> dict[str, Any] | None:
+        return await self._get("persistentvolumes", name)
 
     async def patch_pod_status(self, namespace: str, name: str, uid: str,
                                status: dict[str, Any]) -> dict[str, Any] | None:

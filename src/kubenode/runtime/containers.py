@@ -197,7 +197,7 @@ class ContainerManager:
             res["devices"] += rules
         caps = oci.capabilities(sc.capabilities if sc.HasField("capabilities") else None,
                                 privileged=priv)
-        return oci.base_spec(
+        spec = oci.base_spec(
             args=args, env=env, cwd=cfg.working_dir or icfg.get("WorkingDir") or "/",
             user=user, caps=caps,
             rootfs_readonly=sc.readonly_rootfs, no_new_privs=sc.no_new_privs and not priv,
@@ -213,6 +213,11 @@ class ContainerManager:
                          "io.kubernetes.cri.sandbox-id": ctx.sandbox_id,
                          "io.kubernetes.cri.container-name": cfg.metadata.name,
                          **dict(cfg.annotations)})
+        if any(m.propagation == pb.PROPAGATION_BIDIRECTIONAL for m in cfg.mounts):
+            # Mounts made inside must reach the host: the rootfs must be rshared too
+            # (runc's default is rslave), as containerd does.
+            spec["linux"]["rootfsPropagation"] = "rshared"
+        return spec
 
     # ---- StartContainer -------------------------------------------------------------------
     async def start(self, ident: str) -> None:

@@ -297,6 +297,35 @@ def bind(dest: str, src: str, *, readonly: bool = False, propagation: str = "rpr
     return {"destination": dest, "type": "bind", "source": src, "options": opts}
 
 
+def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, set[str]]:
+    """The mount point holding `path` and its propagation tags ("shared", "master")."""
+    best, tags = "/", set()
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4]
+            under = path == point or path.startswith(point.rstrip("/") + "/")
+            if under and len(point) >= len(best):
+                best = point
+                optional = fields[6:fields.index("-")]
+                tags = {o.split(":")[0] for o in optional}
+    return best, tags
+
+
+def check_propagation(src: str, propagation: int,
+                      mountinfo: str = "/proc/self/mountinfo") -> None:
+    """As containerd: a HostToContainer source must sit on a shared or slave mount,
+    a Bidirectional one on a shared mount, or the propagation would silently not happen."""
+    if propagation == pb.PROPAGATION_PRIVATE:
+        return
+    point, tags = mount_of(src, mountinfo)
+    if propagation == pb.PROPAGATION_BIDIRECTIONAL and "shared" not in tags:
+        raise invalid(f'path "{src}" is mounted on "{point}" but it is not a shared mount')
+    if propagation == pb.PROPAGATION_HOST_TO_CONTAINER and not tags & {"shared", "master"}:
+        raise invalid(f'path "{src}" is mounted on "{point}" but it is not a shared or '
+                      "slave mount")
+
+
 def user_mount(m: pb.Mount) -> dict[str, Any]:
     if not m.container_path.startswith("/"):
         raise invalid(f"mount container path {m.container_path!r} must be absolute")
@@ -304,6 +333,7 @@ def user_mount(m: pb.Mount) -> dict[str, Any]:
     if not os.path.exists(src):
         os.makedirs(src, exist_ok=True)  # as containerd: a missing host path becomes a dir
     src = os.path.realpath(src)
+    check_propagation(src, m.propagation)
     out = bind(m.container_path, src, readonly=m.readonly,
                propagation=PROPAGATION.get(m.propagation, "rprivate"))
     if m.recursive_read_only and m.readonly:

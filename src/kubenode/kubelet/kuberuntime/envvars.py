@@ -22,10 +22,14 @@ class ContainerConfigError(Exception):
 
 
 class ObjectSource(Protocol):
-    """Where ConfigMaps and Secrets come from (the API server, or nothing)."""
+    """Where ConfigMaps, Secrets and the claims and volumes behind persistentVolumeClaim
+    volumes come from (the API server, or nothing)."""
 
     async def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_persistent_volume_claim(self, namespace: str,
+                                          name: str) -> dict[str, Any] | None: ...
+    async def get_persistent_volume(self, name: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(kw_only=True)
@@ -36,6 +40,13 @@ class NoObjects:
         return None
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    async def get_persistent_volume_claim(self, namespace: str,
+                                          name: str) -> dict[str, Any] | None:
+        return None
+
+    async def get_persistent_volume(self, name: str) -> dict[str, Any] | None:
         return None
 
 

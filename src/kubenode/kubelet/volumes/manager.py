@@ -1,7 +1,9 @@
 """Volume manager (upstream volumemanager + volume plugins), for the volume kinds a node
 handles alone: emptyDir (disk, or medium Memory = tmpfs with sizeLimit), hostPath (with
 type checks), configMap, secret, downwardAPI and projected (configMap, secret,
-downwardAPI, serviceAccountToken) through the atomic writer.
+downwardAPI, serviceAccountToken) through the atomic writer, and persistentVolumeClaim
+for claims bound to hostPath or local PersistentVolumes (the volume's path, bind-mounted
+by the runtime; readOnly from the pod's volume).
 
 Layout as upstream: <root-dir>/pods/<uid>/volumes/kubernetes.io~<plugin>/<volume>.
 `mount_pod_volumes(pod)` sets up (or refreshes) every volume and returns
@@ -12,6 +14,7 @@ message ("configmap \"x\" not found"), reported as FailedMount.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -144,6 +147,10 @@ class VolumeManager:
             hp = vol["hostPath"]
             check_host_path(hp["path"], hp.get("type") or "")
             return VolumeInfo(host_path=Path(hp["path"]))
+        if "persistentVolumeClaim" in vol:
+            src = vol["persistentVolumeClaim"]
+            return VolumeInfo(host_path=await self._claim_path(ns, src.get("claimName", "")),
+                              read_only=bool(src.get("readOnly")))
         if "configMap" in vol:
             payload = await self._config_map_payload(ns, vol["configMap"])
             d = base / CONFIG_MAP / name
@@ -185,6 +192,34 @@ class VolumeManager:
             atomic_writer.write(d, payload)
             return VolumeInfo(host_path=d, read_only=True)
         raise VolumeError("unsupported volume type")
+
+    async def _claim_path(self, ns: str, claim_name: str) -> Path:
+        what = f"error processing PVC {ns}/{claim_name}"
+        claim = await self.objects.get_persistent_volume_claim(ns, claim_name)
+        if claim is None:
+            raise VolumeError(f"{what}: failed to fetch PVC from API server: "
+                              f'persistentvolumeclaims "{claim_name}" not found')
+        pv_name = (claim.get("spec") or {}).get("volumeName")
+        if not pv_name or (claim.get("status") or {}).get("phase") != "Bound":
+            raise VolumeError(f"{what}: PVC is not bound")
+        pv = await self.objects.get_persistent_volume(pv_name)
+        if pv is None:
+            raise VolumeError(f"{what}: failed to fetch PV {pv_name} from API server: "
+                              f'persistentvolumes "{pv_name}" not found')
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        if ref.get("uid") and ref.get("uid") != claim["metadata"].get("uid"):
+            raise VolumeError(f"{what}: volume {pv_name} is bound to another claim")
+        spec = pv.get("spec") or {}
+        if "hostPath" in spec:
+            check_host_path(spec["hostPath"]["path"], spec["hostPath"].get("type") or "")
+            return Path(spec["hostPath"]["path"])
+        if "local" in spec:
+            path = spec["local"]["path"]
+            if not await asyncio.to_thread(os.path.exists, path):
+                raise VolumeError(f'path "{path}" does not exist')
+            return Path(path)
+        raise VolumeError(f'persistentvolume "{pv_name}": only hostPath and local volumes '
+                          "are supported by this node")
 
     def _ensure_tmpfs(self, d: Path) -> None:
         """Secrets live in memory, as upstream (best effort: plain dir if mount fails)."""
