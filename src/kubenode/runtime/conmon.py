@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,50 @@ def reopen_log(bundle: Path) -> None:
         os.write(fd, b"2 0 0\n")
     finally:
         os.close(fd)
+
+
+class Monitors:
+    """Liveness of conmon processes through pidfds: after the first look (pid file, then
+    /proc/<pid>/stat to be sure it is conmon), each check is one poll of the pidfd — no
+    file reads, and no confusion with a process that reused the pid. The runtime lists
+    every container each second for the kubelet's PLEG, so this is the hot path."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+
+    def alive(self, pidfile: Path) -> bool:
+        fd = self._fds.get(pidfile)
+        if fd is None:
+            fd = self._open(pidfile)
+            if fd is None:
+                return False
+            self._fds[pidfile] = fd
+        readable, _, _ = select.select([fd], [], [], 0)
+        if readable:  # a pidfd turns readable when its process has exited
+            self.forget(pidfile)
+            return False
+        return True
+
+    def _open(self, pidfile: Path) -> int | None:
+        if not pid_alive(pidfile):
+            return None
+        try:
+            fd = os.pidfd_open(int(pidfile.read_text().strip()))
+        except (OSError, ValueError):
+            return None
+        if not pid_alive(pidfile):  # exited (and maybe reused) between the two looks
+            os.close(fd)
+            return None
+        return fd
+
+    def forget(self, pidfile: Path) -> None:
+        fd = self._fds.pop(pidfile, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for pidfile in list(self._fds):
+            self.forget(pidfile)
 
 
 def pid_alive(pidfile: Path) -> bool:

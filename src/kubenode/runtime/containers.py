@@ -74,9 +74,11 @@ def stop_signal(cfg: pb.ContainerConfig, image_config: dict[str, Any]) -> int:
 
 class ContainerManager:
     def __init__(self, *, store: Store, layout: Layout, runc: Runc, sandboxes: SandboxManager,
-                 images: ImageLookup | None, cgroups: Cgroups, now: Callable[[], int]) -> None:
+                 images: ImageLookup | None, cgroups: Cgroups, now: Callable[[], int],
+                 monitors: conmon.Monitors) -> None:
         self.store = store
         self.layout = layout
+        self.monitors = monitors
         self.runc = runc
         self.sandboxes = sandboxes
         self.images = images
@@ -258,20 +260,19 @@ class ContainerManager:
     async def refresh(self, rec: ContainerRecord) -> None:
         if rec.state != RUNNING:
             return
+        # conmon exits right after writing the exit file: a live monitor means running.
+        if self.monitors.alive(self.layout.bundle(rec.id) / "conmon.pid"):
+            return
         persist = self.persist_dir(rec.id)
         st = lifecycle.exit_status(self.layout, rec.id, persist=persist)
-        if st is None:
-            if conmon.pid_alive(self.layout.bundle(rec.id) / "conmon.pid"):
-                return
-            st = lifecycle.exit_status(self.layout, rec.id, persist=persist)
-            if st is None:  # monitor gone without an exit file (killed, or a reboot)
-                rec.state, rec.exit_code, rec.reason = EXITED, 255, "Unknown"
-                rec.message = "container monitor (conmon) is gone; exit status lost"
-                rec.finished_at = self.now()
-                self.store.save_container(rec)
-                with contextlib.suppress(RuncError):
-                    await self.runc.delete(rec.id, force=True)
-                return
+        if st is None:  # monitor gone without an exit file (killed, or a reboot)
+            rec.state, rec.exit_code, rec.reason = EXITED, 255, "Unknown"
+            rec.message = "container monitor (conmon) is gone; exit status lost"
+            rec.finished_at = self.now()
+            self.store.save_container(rec)
+            with contextlib.suppress(RuncError):
+                await self.runc.delete(rec.id, force=True)
+            return
         oom = st.oom or self.cgroups.oom_killed(rec.cgroups_path)
         rec.exit_code = st.code
         rec.finished_at = st.finished_at
@@ -316,6 +317,7 @@ class ContainerManager:
     async def _cleanup(self, rec: ContainerRecord) -> None:
         with contextlib.suppress(RuncError):
             await self.runc.delete(rec.id, force=True)
+        self.monitors.forget(self.layout.bundle(rec.id) / "conmon.pid")
         lifecycle.remove_bundle(self.layout, rec.id)
         self.cgroups.remove(rec.cgroups_path)
         self.store.drop_container(rec.id)

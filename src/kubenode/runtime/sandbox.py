@@ -80,9 +80,11 @@ def resolv_conf(dns: pb.DNSConfig | None) -> str:
 
 class SandboxManager:
     def __init__(self, *, store: Store, layout: Layout, cni: CNI, runc: Runc,
-                 images: ImageLookup | None, cgroups: Cgroups, now: Callable[[], int]) -> None:
+                 images: ImageLookup | None, cgroups: Cgroups, now: Callable[[], int],
+                 monitors: conmon.Monitors) -> None:
         self.store = store
         self.layout = layout
+        self.monitors = monitors
         self.cni = cni
         self.runc = runc
         self.images = images
@@ -282,6 +284,7 @@ class SandboxManager:
             if not force:
                 raise
             rec.network_ready = False
+        self.monitors.forget(self.layout.bundle(sid) / "conmon.pid")
         lifecycle.remove_bundle(self.layout, sid)
         if rec.netns:
             netns.remove(Path(rec.netns))
@@ -294,9 +297,9 @@ class SandboxManager:
 
     # ---- status --------------------------------------------------------------------------
     def refresh(self, rec: SandboxRecord) -> None:
-        if rec.state == READY and (lifecycle.exit_status(
-                self.layout, rec.id, persist=self.persist_dir(rec.id)) is not None
-                or not conmon.pid_alive(self.layout.bundle(rec.id) / "conmon.pid")):
+        # conmon exits right after the pause process: a live monitor means READY.
+        if rec.state == READY and not self.monitors.alive(
+                self.layout.bundle(rec.id) / "conmon.pid"):
             rec.state = NOTREADY
             self.store.save_sandbox(rec)
 

@@ -23,6 +23,7 @@ from kubenode.cri import api_pb2_grpc as pb_grpc
 from kubenode.runtime.cgroups import Cgroups
 from kubenode.runtime.cni import CNI
 from kubenode.runtime.config import RuntimeConfig
+from kubenode.runtime.conmon import Monitors
 from kubenode.runtime.containers import ContainerManager
 from kubenode.runtime.errors import CRIError
 from kubenode.runtime.imagelookup import ImageLookup
@@ -81,12 +82,14 @@ class RuntimeServicer(StreamingRPCs, pb_grpc.RuntimeServiceServicer):
         except OSError as err:
             log.warning("cannot write the default CNI config dir=%s err=%s",
                         config.cni_conf_dir, err)
+        self.monitors = Monitors()
         self.sandboxes = SandboxManager(store=self.store, layout=self.layout, cni=self.cni,
                                         runc=self.runc, images=images, cgroups=self.cgroups,
-                                        now=now)
+                                        now=now, monitors=self.monitors)
         self.containers = ContainerManager(store=self.store, layout=self.layout, runc=self.runc,
                                            sandboxes=self.sandboxes, images=images,
-                                           cgroups=self.cgroups, now=now)
+                                           cgroups=self.cgroups, now=now,
+                                           monitors=self.monitors)
         self.sandboxes.containers = self.containers
         self.stats = StatsProvider(layout=self.layout, cgroups=self.cgroups, now=now)
 
