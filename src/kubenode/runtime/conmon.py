@@ -16,6 +16,7 @@ import json
 import os
 import select
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,27 +136,36 @@ def reopen_log(bundle: Path) -> None:
 
 class Monitors:
     """Liveness of conmon processes through pidfds: after the first look (pid file, then
-    /proc/<pid>/stat to be sure it is conmon), each check is one poll of the pidfd — no
-    file reads, and no confusion with a process that reused the pid. The runtime lists
-    every container each second for the kubelet's PLEG, so this is the hot path."""
+    /proc/<pid>/stat to be sure it is conmon), a monitor's pidfd sits in one epoll set,
+    which turns it readable when the process exits; one `epoll_wait(0)` per check updates
+    them all. No file reads and no confusion with a process that reused the pid:
+    the runtime lists every container each second for the kubelet's PLEG, so this is
+    the hot path. Keyed by container (or sandbox) id; `pidfile(id)` says where conmon
+    wrote its pid."""
 
-    def __init__(self) -> None:
-        self._fds: dict[Path, int] = {}
+    def __init__(self, *, pidfile: Callable[[str], Path]) -> None:
+        self._pidfile = pidfile
+        self._epoll = select.epoll()
+        self._fds: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
 
-    def alive(self, pidfile: Path) -> bool:
-        fd = self._fds.get(pidfile)
+    def alive(self, ident: str) -> bool:
+        self._reap()
+        if ident in self._fds:
+            return True
+        fd = self._open(self._pidfile(ident))
         if fd is None:
-            fd = self._open(pidfile)
-            if fd is None:
-                return False
-            self._fds[pidfile] = fd
-        readable, _, _ = select.select([fd], [], [], 0)
-        if readable:  # a pidfd turns readable when its process has exited
-            self.forget(pidfile)
             return False
+        self._fds[ident], self._ids[fd] = fd, ident
+        self._epoll.register(fd, select.EPOLLIN)
         return True
 
-    def _open(self, pidfile: Path) -> int | None:
+    def _reap(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            self.forget(self._ids[fd])
+
+    @staticmethod
+    def _open(pidfile: Path) -> int | None:
         if not pid_alive(pidfile):
             return None
         try:
@@ -167,14 +177,17 @@ class Monitors:
             return None
         return fd
 
-    def forget(self, pidfile: Path) -> None:
-        fd = self._fds.pop(pidfile, None)
+    def forget(self, ident: str) -> None:
+        fd = self._fds.pop(ident, None)
         if fd is not None:
+            self._ids.pop(fd, None)
+            self._epoll.unregister(fd)
             os.close(fd)
 
     def close(self) -> None:
-        for pidfile in list(self._fds):
-            self.forget(pidfile)
+        for ident in list(self._fds):
+            self.forget(ident)
+        self._epoll.close()
 
 
 def pid_alive(pidfile: Path) -> bool:

@@ -261,7 +261,7 @@ class ContainerManager:
         if rec.state != RUNNING:
             return
         # conmon exits right after writing the exit file: a live monitor means running.
-        if self.monitors.alive(self.layout.bundle(rec.id) / "conmon.pid"):
+        if self.monitors.alive(rec.id):
             return
         persist = self.persist_dir(rec.id)
         st = lifecycle.exit_status(self.layout, rec.id, persist=persist)
@@ -317,7 +317,7 @@ class ContainerManager:
     async def _cleanup(self, rec: ContainerRecord) -> None:
         with contextlib.suppress(RuncError):
             await self.runc.delete(rec.id, force=True)
-        self.monitors.forget(self.layout.bundle(rec.id) / "conmon.pid")
+        self.monitors.forget(rec.id)
         lifecycle.remove_bundle(self.layout, rec.id)
         self.cgroups.remove(rec.cgroups_path)
         self.store.drop_container(rec.id)

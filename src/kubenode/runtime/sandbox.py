@@ -284,7 +284,7 @@ class SandboxManager:
             if not force:
                 raise
             rec.network_ready = False
-        self.monitors.forget(self.layout.bundle(sid) / "conmon.pid")
+        self.monitors.forget(sid)
         lifecycle.remove_bundle(self.layout, sid)
         if rec.netns:
             netns.remove(Path(rec.netns))
@@ -298,8 +298,7 @@ class SandboxManager:
     # ---- status --------------------------------------------------------------------------
     def refresh(self, rec: SandboxRecord) -> None:
         # conmon exits right after the pause process: a live monitor means READY.
-        if rec.state == READY and not self.monitors.alive(
-                self.layout.bundle(rec.id) / "conmon.pid"):
+        if rec.state == READY and not self.monitors.alive(rec.id):
             rec.state = NOTREADY
             self.store.save_sandbox(rec)
 

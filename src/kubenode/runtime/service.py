@@ -82,7 +82,7 @@ class RuntimeServicer(StreamingRPCs, pb_grpc.RuntimeServiceServicer):
         except OSError as err:
             log.warning("cannot write the default CNI config dir=%s err=%s",
                         config.cni_conf_dir, err)
-        self.monitors = Monitors()
+        self.monitors = Monitors(pidfile=lambda ident: self.layout.bundle(ident) / "conmon.pid")
         self.sandboxes = SandboxManager(store=self.store, layout=self.layout, cni=self.cni,
                                         runc=self.runc, images=images, cgroups=self.cgroups,
                                         now=now, monitors=self.monitors)
