@@ -25,6 +25,13 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-cluster-ip-range", default="10.43.0.0/16")
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--node-monitor-grace-period", type=float, default=50.0)
+    p.add_argument("--node-eviction-rate", type=float, default=0.1,
+                   help="nodes/s given NoExecute taints in a healthy zone")
+    p.add_argument("--secondary-node-eviction-rate", type=float, default=0.01,
+                   help="nodes/s in an unhealthy zone of a large cluster")
+    p.add_argument("--unhealthy-zone-threshold", type=float, default=0.55,
+                   help="fraction of not-Ready nodes (at least 3) that makes a zone unhealthy")
+    p.add_argument("--large-cluster-size-threshold", type=int, default=50)
     p.add_argument("--controllers", default="*",
                    help="controllers to run: '*' all, 'name' enables, '-name' disables "
                         "(comma-separated, as kube-controller-manager)")

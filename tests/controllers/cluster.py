@@ -85,7 +85,9 @@ def server_process() -> Iterator[APIServerProcess]:
     """`kubenode server` (tests/fixtures/apiserver.py) with its scheduler and
     controllers and a short node grace period, in a temp dir on a random port."""
     with tempfile.TemporaryDirectory(prefix="kn-ctrl-") as tmp, start_api_server(
-            Path(tmp), extra_args=["--node-monitor-grace-period", str(GRACE)],
+            Path(tmp), extra_args=["--node-monitor-grace-period", str(GRACE),
+                                   # tests share a zone; rate limiting has unit tests
+                                   "--node-eviction-rate", "100"],
             control_plane=True) as server:
         yield server
 

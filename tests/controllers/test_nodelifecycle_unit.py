@@ -7,13 +7,17 @@ import copy
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from kubenode.server.controllers.api import LEASES, NODES, PODS
 from kubenode.server.controllers.nodelifecycle import (
     NodeLifecycleController,
     NodeLifecycleOptions,
+    TokenBucket,
     eviction_time,
     mark_unknown,
     reconcile_taints,
+    zone_state,
 )
 from tests.controllers.fake import FakeApi, FakeInformers
 
@@ -150,3 +154,65 @@ async def test_full_disruption_withholds_eviction() -> None:
     ]
     assert pod is not None
     assert pod["status"]["conditions"][0]["status"] == "False"  # marked NotReady
+
+
+def test_zone_state_and_token_bucket() -> None:
+    assert zone_state(0, 1, 0.55) == "FullDisruption"
+    assert zone_state(1, 2, 0.55) == "Normal"  # 2 not-Ready nodes never make a zone unhealthy
+    assert zone_state(2, 3, 0.55) == "PartialDisruption"
+    assert zone_state(4, 3, 0.55) == "Normal"
+    t = [0.0]
+    bucket = TokenBucket(0.1, lambda: t[0])
+    assert bucket.take() == 0.0
+    assert bucket.take() == 10.0
+    t[0] = 4.0
+    assert bucket.take() == pytest.approx(6.0)
+    t[0] = 10.0
+    assert bucket.take() == 0.0
+    bucket.set_rate(0.0)
+    t[0] = 1000.0
+    assert bucket.take() == float("inf")
+
+
+async def test_no_execute_taints_rate_limited_per_zone() -> None:
+    """3 of 7 nodes of zone a go NotReady at once: NoSchedule at once, NoExecute one
+    node per 10 s (0.1/s). In zone b, 3 of 4 NotReady is a PartialDisruption of a small
+    cluster: no NoExecute taints at all."""
+    api = FakeApi()
+    inf = FakeInformers(api)
+    t = [0.0]
+    ctrl = NodeLifecycleController(api=api, informers=inf, clock=lambda: t[0],
+                                   options=NodeLifecycleOptions(grace_period=1000))
+    for zone, ready, not_ready in (("a", 4, 3), ("b", 1, 3)):
+        for i in range(ready + not_ready):
+            n = node("True" if i < ready else "False")
+            n["metadata"]["name"] = f"{zone}{i}"
+            n["metadata"]["labels"] = {"topology.kubernetes.io/zone": zone}
+            api.put(NODES, n)
+    for res in (NODES, LEASES, PODS):
+        await inf.get(res).wait_synced()
+
+    def no_execute(name: str) -> bool:
+        taints = inf.get(NODES).get(name)["spec"].get("taints") or []
+        return any(x["effect"] == "NoExecute" for x in taints)
+
+    def no_schedule(name: str) -> bool:
+        taints = inf.get(NODES).get(name)["spec"].get("taints") or []
+        return any(x["effect"] == "NoSchedule" for x in taints)
+
+    sick_a, sick_b = ["a4", "a5", "a6"], ["b1", "b2", "b3"]
+    for name in sick_a + sick_b:
+        await ctrl.sync(name)
+    assert ctrl.zone_states == {":\x00:a": "Normal", ":\x00:b": "PartialDisruption"}
+    assert all(no_schedule(n) for n in sick_a + sick_b)
+    assert [no_execute(n) for n in sick_a] == [True, False, False]
+    t[0] = 10.0
+    for name in sick_a + sick_b:
+        await ctrl.sync(name)
+    assert [no_execute(n) for n in sick_a] == [True, True, False]
+    t[0] = 20.0
+    for name in sick_a + sick_b:
+        await ctrl.sync(name)
+    assert all(no_execute(n) for n in sick_a)
+    assert not any(no_execute(n) for n in sick_b)
+    assert not ctrl.master_disruption

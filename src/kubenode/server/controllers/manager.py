@@ -54,6 +54,10 @@ class ControllerOptions:
     controllers: list[str] = field(default_factory=lambda: ["*"])
     node_monitor_grace_period: float = 50.0
     node_monitor_period: float = 5.0
+    node_eviction_rate: float = 0.1
+    secondary_node_eviction_rate: float = 0.01
+    unhealthy_zone_threshold: float = 0.55
+    large_cluster_size_threshold: int = 50
     pki_dir: str | None = None
     leader_elect: bool = True
     lease_duration: float = 15.0
@@ -68,6 +72,10 @@ def _nodelifecycle(api: Api, informers: Informers, o: ControllerOptions) -> Cont
         options=NodeLifecycleOptions(
             grace_period=o.node_monitor_grace_period,
             monitor_period=min(o.node_monitor_period, max(o.node_monitor_grace_period / 5, 0.2)),
+            eviction_rate=o.node_eviction_rate,
+            secondary_eviction_rate=o.secondary_node_eviction_rate,
+            unhealthy_zone_threshold=o.unhealthy_zone_threshold,
+            large_cluster_size_threshold=o.large_cluster_size_threshold,
         ),
     )
 
@@ -253,6 +261,10 @@ async def start_control_plane(
     options = ControllerOptions(
         controllers=controllers,
         node_monitor_grace_period=float(getattr(args, "node_monitor_grace_period", 50.0)),
+        node_eviction_rate=float(getattr(args, "node_eviction_rate", 0.1)),
+        secondary_node_eviction_rate=float(getattr(args, "secondary_node_eviction_rate", 0.01)),
+        unhealthy_zone_threshold=float(getattr(args, "unhealthy_zone_threshold", 0.55)),
+        large_cluster_size_threshold=int(getattr(args, "large_cluster_size_threshold", 50)),
         pki_dir=str(pki_dir),
     )
     client = ApiClient(load_kubeconfig(kubeconfig))

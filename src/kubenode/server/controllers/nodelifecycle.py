@@ -15,8 +15,16 @@ not-ready NoSchedule+NoExecute; Ready=Unknown -> node.kubernetes.io/unreachable
 NoSchedule+NoExecute; pressure conditions and spec.unschedulable -> their NoSchedule
 taints. Other taints are left alone.
 
-Full disruption (every node not Ready, e.g. the one node of `kubenode up` while its
-kubelet is down): NoExecute taints are withheld and nobody is evicted, as upstream.
+Rate limiting, as upstream: NoExecute taints are added to nodes through one token
+bucket per zone (topology.kubernetes.io/region + zone labels), at --node-eviction-rate
+(0.1 nodes/s) while the zone is Normal. A zone with more than 2 not-Ready nodes and at
+least --unhealthy-zone-threshold (55%) of them not Ready is in PartialDisruption: its
+rate drops to --secondary-node-eviction-rate (0.01) if it has more than
+--large-cluster-size-threshold (50) nodes, else to 0 (no new taints). A zone with no Ready
+node is in FullDisruption, tainted at the normal rate — unless every zone is, which is
+"master disruption mode" (e.g. the one node of `kubenode up` while its kubelet is down):
+NoExecute taints are withheld (removed) and nobody is evicted. NoSchedule taints are
+never rate limited.
 
 Eviction: a pod on a node with NoExecute taints it does not tolerate is deleted at
 once; one that tolerates them all with tolerationSeconds is deleted at the taint's
@@ -75,10 +83,63 @@ _CONDITION_TAINTS = {
 }
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+REGION_LABEL = "topology.kubernetes.io/region"
+NORMAL, PARTIAL_DISRUPTION, FULL_DISRUPTION = "Normal", "PartialDisruption", "FullDisruption"
+
+
 @dataclass
 class NodeLifecycleOptions:
     grace_period: float = 50.0
     monitor_period: float = 5.0
+    eviction_rate: float = 0.1
+    secondary_eviction_rate: float = 0.01
+    unhealthy_zone_threshold: float = 0.55
+    large_cluster_size_threshold: int = 50
+
+
+class TokenBucket:
+    """upstream flowcontrol.NewTokenBucketRateLimiter(qps, burst 1), on an injected clock."""
+
+    def __init__(self, qps: float, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.qps = qps
+        self.tokens = 1.0
+        self.last = clock()
+
+    def set_rate(self, qps: float) -> None:
+        self._refill()
+        self.qps = qps
+
+    def _refill(self) -> None:
+        now = self.clock()
+        if self.qps > 0:
+            self.tokens = min(1.0, self.tokens + (now - self.last) * self.qps)
+        self.last = now
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one is due (inf: never)."""
+        if self.qps <= 0:
+            return float("inf")  # upstream's "never" limiter
+        self._refill()
+        if self.tokens >= 1.0 - 1e-9:  # float drift of the refill
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.qps
+
+
+def zone_of(node: Obj) -> str:
+    labels = node["metadata"].get("labels") or {}
+    return f"{labels.get(REGION_LABEL, '')}:\x00:{labels.get(ZONE_LABEL, '')}"
+
+
+def zone_state(ready: int, not_ready: int, threshold: float) -> str:
+    """upstream ComputeZoneState."""
+    if ready == 0 and not_ready > 0:
+        return FULL_DISRUPTION
+    if not_ready > 2 and not_ready / (ready + not_ready) >= threshold:
+        return PARTIAL_DISRUPTION
+    return NORMAL
 
 
 @dataclass
@@ -94,7 +155,9 @@ def desired_taints(node: Obj, *, no_execute: bool = True) -> list[tuple[str, str
     status = node.get("status") or {}
     out: list[tuple[str, str]] = []
     ready = get_condition(status, "Ready")
-    rs = ready.get("status") if ready else "Unknown"
+    # No Ready condition yet (a node just registered): nothing until the grace period
+    # marks it Unknown, as upstream.
+    rs = ready.get("status") if ready else "True"
     key = TAINT_NOT_READY if rs == "False" else TAINT_UNREACHABLE if rs != "True" else None
     if key is not None:
         out.append((key, NO_SCHEDULE))
@@ -109,10 +172,15 @@ def desired_taints(node: Obj, *, no_execute: bool = True) -> list[tuple[str, str
     return out
 
 
-def reconcile_taints(node: Obj, now: dt.datetime, *, no_execute: bool = True) -> list[Obj] | None:
-    """The node's new spec.taints, or None if they are right already."""
+def reconcile_taints(node: Obj, now: dt.datetime, *, no_execute: bool = True,
+                     add_no_execute: bool = True) -> list[Obj] | None:
+    """The node's new spec.taints, or None if they are right already. add_no_execute
+    False keeps the NoExecute taints the node has but adds none (rate limited)."""
     current = list((node.get("spec") or {}).get("taints") or [])
     want = desired_taints(node, no_execute=no_execute)
+    if not add_no_execute:
+        have_now = {(t.get("key"), t.get("effect")) for t in current}
+        want = [w for w in want if w[1] != NO_EXECUTE or w in have_now]
     keep = [
         t
         for t in current
@@ -126,6 +194,12 @@ def reconcile_taints(node: Obj, now: dt.datetime, *, no_execute: bool = True) ->
                 t["timeAdded"] = format_time(now)
             keep.append(t)
     return None if keep == current else keep
+
+
+def _adds_no_execute(node: Obj, taints: list[Obj]) -> bool:
+    have = {(t.get("key"), t.get("effect")) for t in (node.get("spec") or {}).get("taints") or []}
+    return any(t.get("effect") == NO_EXECUTE and (t.get("key"), t.get("effect")) not in have
+               for t in taints)
 
 
 def mark_unknown(node: Obj, now: dt.datetime) -> Obj | None:
@@ -204,6 +278,9 @@ class NodeLifecycleController(Controller):
         self.health: dict[str, _Health] = {}
         self.observed_taints: dict[str, dict[str, dt.datetime]] = {}
         self.evicting: set[str] = set()
+        self.zone_taint_limiters: dict[str, TokenBucket] = {}
+        self.zone_states: dict[str, str] = {}
+        self.master_disruption = False
 
     def _node_for_lease(self, lease: Obj) -> list[str]:
         if lease["metadata"].get("namespace") != LEASE_NAMESPACE:
@@ -262,7 +339,16 @@ class NodeLifecycleController(Controller):
                     node, "Normal", "NodeNotReady", f"Node {key} status is now: NodeNotReady"
                 )
                 await self.mark_pods_not_ready(key)
-        taints = reconcile_taints(node, now, no_execute=not self.full_disruption())
+        self.handle_disruption()
+        no_execute = not self.master_disruption
+        taints = reconcile_taints(node, now, no_execute=no_execute)
+        if taints is not None and _adds_no_execute(node, taints):
+            limiter = self.zone_taint_limiters[zone_of(node)]
+            wait = limiter.take()
+            if wait > 0:  # rate limited: the NoSchedule part now, NoExecute later
+                taints = reconcile_taints(node, now, no_execute=no_execute,
+                                          add_no_execute=False)
+                self.queue.add_after(key, min(wait, self.options.monitor_period) + 0.01)
         if taints is not None:
             new = copy.deepcopy(node)
             new.setdefault("spec", {})["taints"] = taints
@@ -290,13 +376,41 @@ class NodeLifecycleController(Controller):
             except ApiError as err:
                 self.log.info("pod not marked NotReady pod=%s err=%s", pod["metadata"]["name"], err)
 
+    def handle_disruption(self) -> None:
+        """upstream handleDisruption: zone states from the nodes' Ready conditions, each
+        zone's taint rate from its state, and master disruption mode when every zone is
+        in FullDisruption."""
+        counts: dict[str, list[int]] = {}
+        for n in self.nodes.list():
+            ready = (get_condition(n.get("status"), "Ready") or {}).get("status") == "True"
+            counts.setdefault(zone_of(n), [0, 0])[0 if ready else 1] += 1
+        o = self.options
+        states = {z: zone_state(r, nr, o.unhealthy_zone_threshold)
+                  for z, (r, nr) in counts.items()}
+        master = bool(states) and all(st == FULL_DISRUPTION for st in states.values())
+        if master != self.master_disruption:
+            self.log.info("Controller detected that all Nodes are not-Ready. Entering master "
+                          "disruption mode." if master else "Controller detected that some "
+                          "Nodes are Ready. Exiting master disruption mode.")
+            self.master_disruption = master
+        for zone, st in states.items():
+            if self.zone_states.get(zone) != st:
+                self.log.info("zone state changed zone=%r state=%s", zone, st)
+            size = sum(counts[zone])
+            rate = {NORMAL: o.eviction_rate, FULL_DISRUPTION: o.eviction_rate,
+                    PARTIAL_DISRUPTION: o.secondary_eviction_rate
+                    if size > o.large_cluster_size_threshold else 0.0}[st]
+            limiter = self.zone_taint_limiters.get(zone)
+            if limiter is None:
+                self.zone_taint_limiters[zone] = TokenBucket(rate, self.clock)
+            elif limiter.qps != rate:
+                limiter.set_rate(rate)
+        self.zone_states = states
+
     def full_disruption(self) -> bool:
-        """Every node is not Ready (upstream "master disruption mode", e.g. the only node
-        of a one-machine cluster): no NoExecute taints, no evictions."""
-        nodes = self.nodes.list()
-        return bool(nodes) and all(
-            (get_condition(n.get("status"), "Ready") or {}).get("status") != "True" for n in nodes
-        )
+        """Master disruption mode (every zone without a Ready node): no evictions."""
+        self.handle_disruption()
+        return self.master_disruption
 
     async def evict_pods(self) -> None:
         now = self.now()
