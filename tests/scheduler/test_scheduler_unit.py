@@ -96,3 +96,49 @@ async def test_scheduling_gates_hold_the_pod() -> None:
     await until(lambda: pods.get("default/gated")["spec"].get("nodeName") == "a")
     stop.set()
     await task
+
+
+async def test_preemption_evicts_the_fewest_lowest_priority_pods() -> None:
+    api = FakeApi()
+    inf = FakeInformers(api)
+    sched = Scheduler(
+        api=api, informers=inf, options=SchedulerOptions(initial_backoff=0.01, max_backoff=0.05)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(sched.run(stop))
+    api.put(NODES, node("a", cpu="1"))
+    api.put(PODS, pod("low", cpu="300m", priority=0))
+    api.put(PODS, pod("mid", cpu="300m", priority=10))
+    pods = inf.get(PODS)
+    await until(lambda: all(pods.get(f"default/{n}")["spec"].get("nodeName") == "a"
+                            for n in ("low", "mid")))
+    # Never-preempting pods wait, with upstream's message.
+    api.put(PODS, pod("polite", cpu="600m", priority=100, preemptionPolicy="Never"))
+
+    def scheduled_cond(name: str) -> Obj | None:
+        for c in (pods.get(f"default/{name}") or {}).get("status", {}).get("conditions") or []:
+            if c["type"] == "PodScheduled":
+                return c
+        return None
+
+    await until(lambda: scheduled_cond("polite"))
+    assert scheduled_cond("polite")["message"] == (  # type: ignore[index]
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to "
+        "preemptionPolicy=Never.")
+    assert pods.get("default/low") is not None
+    api.remove(PODS, "default/polite")
+
+    # 400m free; without "low" (priority 0) 700m: enough, and "mid" is reprieved.
+    api.put(PODS, pod("high", cpu="600m", priority=100))
+    await until(lambda: pods.get("default/high")["spec"].get("nodeName") == "a")
+    assert pods.get("default/low") is None and pods.get("default/mid") is not None
+    high = pods.get("default/high")
+    assert high["status"]["nominatedNodeName"] == "a"
+    events = [(e["reason"], e["message"], e["involvedObject"]["name"])
+              for e in inf.get(EVENTS).list()]
+    assert ("Preempted", f"Preempted by pod {high['metadata'].get('uid')} on node a",
+            "low") in events
+    failed = [m for r, m, n in events if r == "FailedScheduling" and n == "high"]
+    assert failed == ["0/1 nodes are available: 1 Insufficient cpu."]
+    stop.set()
+    await task

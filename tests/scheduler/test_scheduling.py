@@ -122,3 +122,33 @@ async def test_cordon_uncordon(cluster: Cluster) -> None:
     assert "FailedScheduling" in out and "node(s) were unschedulable" in out
     await c.kubectl("uncordon", node)
     assert await wait_for(lambda: node_of(c, ns, "p"), what="bound after uncordon") == node
+
+
+async def test_preemption_with_priority_classes(cluster: Cluster) -> None:
+    c = cluster
+    ns = f"prio-{uuid.uuid4().hex[:6]}"
+    await c.client.create("namespaces", {"metadata": {"name": ns}})
+    node = f"{ns}-n"
+    await c.sim.add_node(node, cpu="1", labels={"prio-test": ns})
+    await c.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": ns}, "value": 1000}))
+    pin = {"nodeSelector": {"prio-test": ns}}
+    low = pod("low", cpu="800m", **pin)
+    low["metadata"]["labels"] = {}  # the simulated kubelet runs it and finishes its deletion
+    await c.client.create("pods", low, namespace=ns)
+    assert await wait_for(lambda: node_of(c, ns, "low"), what="low bound") == node
+    await c.client.create("pods", pod("high", cpu="500m", priorityClassName=ns, **pin),
+                          namespace=ns)
+    assert await wait_for(lambda: node_of(c, ns, "high"), limit=60,
+                          what="high bound after preemption") == node
+    high = await c.client.get("pods", "high", namespace=ns)
+    assert high["spec"]["priority"] == 1000
+    assert high["status"].get("nominatedNodeName") == node
+    events = await c.kubectl("get", "events", "-n", ns, "--field-selector",
+                             "involvedObject.name=low")
+    assert "Preempted" in events and f"on node {node}" in events
+    high_events = await c.kubectl("get", "events", "-n", ns, "--field-selector",
+                                  "involvedObject.name=high")
+    assert "No preemption victims found" not in high_events  # waits for the victim
+    await c.kubectl("delete", "priorityclass", ns)

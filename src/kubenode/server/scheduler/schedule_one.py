@@ -29,7 +29,8 @@ NO_NODES = "no nodes available to schedule pods"
 class FitError:
     num_nodes: int
     statuses: dict[str, FilterStatus] = field(default_factory=dict)
-    preemption_never: bool = False
+    preempted: bool = False  # preemption nominated a node: no PostFilter message
+    not_eligible: str = ""   # why this pod may not preempt now
 
     def message(self) -> str:
         """upstream FitError.Error() with DefaultPreemption's PostFilter message."""
@@ -42,9 +43,10 @@ class FitError:
         reasons = sorted(f"{n} {r}" for r, n in hist.items())
         if reasons:
             msg += f" {', '.join(reasons)}."
-        if self.preemption_never:
-            msg += " preemption: not eligible due to preemptionPolicy=Never."
+        if self.preempted:
             return msg
+        if self.not_eligible:
+            return f"{msg} preemption: {self.not_eligible}"
         post: Counter[str] = Counter()
         for st in self.statuses.values():
             post[
@@ -85,7 +87,8 @@ def schedule(pod: Obj, infos: Sequence[NodeInfo], rng: random.Random) -> Schedul
     feasible: list[NodeInfo] = []
     err = FitError(
         num_nodes=len(infos),
-        preemption_never=(pod.get("spec") or {}).get("preemptionPolicy") == "Never",
+        not_eligible="not eligible due to preemptionPolicy=Never."
+        if (pod.get("spec") or {}).get("preemptionPolicy") == "Never" else "",
     )
     for info in infos:
         st = filter_node(state, info, spread, ipa)

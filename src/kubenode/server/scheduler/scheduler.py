@@ -6,8 +6,11 @@ NodeInfos, assumes the pod on the chosen node (so the next decision counts it) a
 binds it through the pods/binding subresource in the background; a failed bind forgets
 the assumption and retries with backoff. A pod that fits nowhere gets
 PodScheduled=False reason Unschedulable with upstream's message and a FailedScheduling
-event, and waits for a node or pod change. A bind records Scheduled "Successfully
-assigned ns/pod to node".
+event, and waits for a node or pod change — unless preemption (preemption.py) finds a
+node where evicting lower-priority pods makes room: the pod is nominated there
+(status.nominatedNodeName), the victims get DisruptionTarget and are deleted with a
+Preempted event, and the pod is scheduled once they are gone. A bind records Scheduled
+"Successfully assigned ns/pod to node".
 
 Cache: NodeInfo per node from the node informer, plus every assigned non-terminal pod
 from the pod informer, plus assumed pods until the informer shows them bound.
@@ -28,6 +31,7 @@ from typing import Any
 from kubenode.server.controllers.api import NODES, PODS, Api, ApiError, Informers
 from kubenode.server.controllers.events import EventRecorder
 from kubenode.server.controllers.podutil import format_time, get_condition, key_of
+from kubenode.server.scheduler import preemption
 from kubenode.server.scheduler.nodeinfo import NodeInfo
 from kubenode.server.scheduler.queue import SchedulingQueue
 from kubenode.server.scheduler.schedule_one import schedule
@@ -223,6 +227,14 @@ class Scheduler:
         result = schedule(pod, list(self.nodes.values()), self.rng)
         if result.node is None:
             assert result.error is not None
+            if not result.error.not_eligible:
+                result.error.not_eligible = preemption.not_eligible(pod, self.nodes)
+            if not result.error.not_eligible:
+                candidate = preemption.find_candidate(pod, list(self.nodes.values()),
+                                                      result.error)
+                if candidate is not None:
+                    result.error.preempted = True
+                    await self._preempt(pod, candidate)
             message = result.error.message()
             self.queue.failed(key, unschedulable=True)
             await self._record_failure(pod, "Unschedulable", message)
@@ -266,6 +278,40 @@ class Scheduler:
             "Scheduled",
             f"Successfully assigned {md['namespace']}/{md['name']} to {node}",
         )
+
+    async def _preempt(self, pod: Obj, candidate: preemption.Candidate) -> None:
+        """Nominate the node, then delete the victims (gracefully), as upstream."""
+        md = pod["metadata"]
+        try:
+            await self.api.patch(PODS, md["name"], {"status": {
+                "nominatedNodeName": candidate.node}}, namespace=md["namespace"],
+                subresource="status")
+        except ApiError as err:
+            log.info("nomination not written pod=%s err=%s", key_of(pod), err)
+        for victim in candidate.victims:
+            vmd = victim["metadata"]
+            log.info("preempting pod=%s/%s node=%s for=%s", vmd["namespace"], vmd["name"],
+                     candidate.node, key_of(pod))
+            cond = {"type": "DisruptionTarget", "status": "True",
+                    "reason": "PreemptionByScheduler",
+                    "message": f"{self.options.scheduler_name}: preempting to accommodate a "
+                               "higher priority pod",
+                    "lastTransitionTime": format_time(self.now())}
+            conds = [c for c in (victim.get("status") or {}).get("conditions") or []
+                     if c.get("type") != "DisruptionTarget"]
+            try:
+                await self.api.patch(PODS, vmd["name"], {"status": {"conditions": [
+                    *conds, cond]}}, namespace=vmd["namespace"], subresource="status")
+                await self.api.delete(PODS, vmd["name"], namespace=vmd["namespace"],
+                                      uid=vmd.get("uid"))
+            except ApiError as err:
+                if not err.not_found:
+                    log.info("victim not deleted pod=%s/%s err=%s", vmd["namespace"],
+                             vmd["name"], err)
+                continue
+            await self.recorder.event(victim, "Normal", "Preempted",
+                                      f"Preempted by pod {md.get('uid')} on node "
+                                      f"{candidate.node}")
 
     async def _record_failure(
         self, pod: Obj, reason: str, message: str, *, event: bool = True
