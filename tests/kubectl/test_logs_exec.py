@@ -5,6 +5,7 @@ stdin, a tty with a resize, and the upstream errors for a missing container name
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -252,3 +253,38 @@ def test_attach(pods: Cluster, version: str) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+# 12 bursts of 10,000 numbered lines (~0.7 MB of CRI log each), 1.2 s apart: several
+# rotations at the fixture's 1 MiB limit, each one compressing the file rotated before.
+WRITER = ('BEGIN { for (b = 0; b < 12; b++) { for (i = 0; i < 10000; i++) '
+          'printf "line-%d-xxxxxxxxxxxxxxxx\\n", b * 10000 + i; fflush(); '
+          'system("sleep 1.2") } }')
+LINES = 120000
+
+
+def test_logs_across_rotation(pods: Cluster) -> None:
+    """The kubelet rotates a 1 MiB log (fixture config: 3 files, checked every 1 s);
+    `kubectl logs` reads the rotated (gzipped) files and the current one as one stream."""
+    pods.apply(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chatty"},
+        "spec": {"nodeName": pods.node, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": "busybox",
+                                 "imagePullPolicy": "IfNotPresent",
+                                 "command": ["sh", "-c", f"awk '{WRITER}'; exec sleep 3600"]}]}}))
+    try:
+        p = pods.wait_running("chatty")
+        logdir = pods.dir / "logs" / f"default_chatty_{p['metadata']['uid']}" / "c"
+        until(lambda: logdir.exists() and any(f.name.endswith(".gz") for f in logdir.iterdir()),
+              60, "a rotated, compressed log file")
+        until(lambda: str(LINES - 1) in pods.kubectl("logs", "chatty", "--tail", "1").stdout,
+              60, "the writer done")
+        assert len(list(logdir.iterdir())) <= 3
+        out = pods.kubectl("logs", "chatty").stdout.splitlines()
+        numbers = [int(line.split("-")[1]) for line in out[1:]]
+        assert numbers == list(range(numbers[0], LINES)), "lines lost or reordered"
+        assert numbers[0] > 0  # the oldest lines were rotated away
+        tail = pods.kubectl("logs", "chatty", "--tail", "2").stdout.split()
+        assert [line.split("-")[1] for line in tail] == [str(LINES - 2), str(LINES - 1)]
+    finally:
+        pods.kubectl("delete", "pod", "chatty", "--grace-period=1", check=False)
