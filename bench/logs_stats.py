@@ -9,20 +9,28 @@
 - stats: CgroupStatsProvider.snapshot + summary JSON and /metrics/cadvisor rendering for N
   pods x 2 containers on a cgroup v2 fixture tree (tmpfs), and /stats/summary over HTTPS
   through the kubelet server (p50/p99).
+- end to end on a real node (`kubenode server`, runtime, kubelet: bench/pod_start.py's
+  node()): `kubectl logs -f --tail=0` of a container writing numbered 100-byte lines as
+  fast as it can (lines/s and MB/s delivered vs lines/s written, from the numbers), and
+  with 110 pods running: /stats/summary through the API server's node proxy (p50/p99)
+  and the kubelet's CPU over 30 s, idle vs scraped every 10 s (/stats/summary,
+  /metrics/cadvisor, /metrics/resource, as metrics-server and Prometheus do).
 Anchor: upstream kubelet (pkg/kubelet/kuberuntime/logs ReadLogs; /stats/summary and
 /metrics/cadvisor served from cAdvisor's cache).
-Usage: python -m bench logs_stats [--mb 100] [--pods 100] [--requests 200]"""
+Usage: python -m bench logs_stats [--mb 100] [--pods 100] [--requests 200] [--no-e2e]"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import ssl
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -181,15 +189,140 @@ async def _stats(tmp: Path, pods: int, requests: int) -> dict[str, list[float]]:
     return res
 
 
+WRITER = ('BEGIN { p = sprintf("%090d", 0); '
+          'for (i = 1; ; i++) printf "%09d %s\\n", i, p }')  # 100-byte numbered lines
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> str:
+    return subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], check=True,
+                          capture_output=True, text=True, timeout=120).stdout
+
+
+def _wait(cond: Callable[[], bool], secs: float, what: str) -> None:
+    deadline = time.monotonic() + secs
+    while True:
+        try:
+            if cond():
+                return
+        except subprocess.CalledProcessError:
+            pass  # not there yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _running(kubeconfig: Path, selector: str) -> int:
+    out = _kubectl(kubeconfig, "get", "pods", "-l", selector, "-o",
+                   "jsonpath={.items[*].status.phase}")
+    return out.split().count("Running")
+
+
+def _newest(kubeconfig: Path) -> tuple[float, int]:
+    line = _kubectl(kubeconfig, "logs", "writer", "--tail=1")
+    return time.monotonic(), int(line[:9])
+
+
+def _follow_throughput(kubeconfig: Path, seconds: float) -> tuple[float, float, float]:
+    """(lines/s delivered, MB/s delivered, lines/s written) of `kubectl logs -f`."""
+    ta, na = _newest(kubeconfig)
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(kubeconfig), "logs", "-f",
+                             "--tail=0", "writer"], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    count = size = 0
+    t0 = time.monotonic()
+    try:
+        for line in proc.stdout:
+            count, size = count + 1, size + len(line)
+            if time.monotonic() - t0 >= seconds:
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    elapsed = time.monotonic() - t0
+    tb, nb = _newest(kubeconfig)
+    return count / elapsed, size / elapsed / 1e6, (nb - na) / (tb - ta)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _end_to_end(tmp: Path, report: Report) -> None:
+    from bench.pod_start import node
+    with node("kubenode", tmp) as n:
+        kc = n.kubeconfig
+        _wait(lambda: "True" in _kubectl(kc, "get", "node", n.name, "-o", "jsonpath="
+                                         "{.status.conditions[?(@.type=='Ready')].status}"),
+              120, "node Ready")
+        _wait(lambda: "default" in _kubectl(kc, "get", "sa", "-o", "name"), 60, "default SA")
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "writer", "labels": {"bench": "writer"}},
+               "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                   "name": "c", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                   "command": ["awk", WRITER]}]}}
+        subprocess.run(["kubectl", "--kubeconfig", str(kc), "apply", "-f", "-"], check=True,
+                       input=json.dumps(pod), text=True, capture_output=True)
+        _wait(lambda: _running(kc, "bench=writer") == 1, 120, "writer Running")
+        time.sleep(2)
+        lines_s, mb_s, written_s = _follow_throughput(kc, 10.0)
+        report.add("kubectl logs -f (lines/s)", "kubenode", lines_s, lines_s / written_s)
+        report.add("kubectl logs -f (MB/s)", "kubenode", mb_s, float("nan"))
+        report.add("container writes (lines/s)", "container", written_s, 1.0)
+        _kubectl(kc, "delete", "pod", "writer", "--grace-period=0", "--wait=true")
+
+        sleeper = {"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "sleepers"},
+                   "spec": {"replicas": 110, "selector": {"matchLabels": {"bench": "sleep"}},
+                            "template": {"metadata": {"labels": {"bench": "sleep"}},
+                                         "spec": {"terminationGracePeriodSeconds": 0,
+                                                  "containers": [{
+                                                      "name": "c", "image": "busybox",
+                                                      "imagePullPolicy": "IfNotPresent",
+                                                      "command": ["sleep", "3600"]}]}}}}
+        subprocess.run(["kubectl", "--kubeconfig", str(kc), "apply", "-f", "-"], check=True,
+                       input=json.dumps(sleeper), text=True, capture_output=True)
+        try:
+            _wait(lambda: _running(kc, "bench=sleep") == 110, 300, "110 pods Running")
+            base = f"/api/v1/nodes/{n.name}/proxy"
+            lat = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                _kubectl(kc, "get", "--raw", f"{base}/stats/summary")
+                lat.append(time.perf_counter() - t0)
+            report.add("/stats/summary via API server, 110 pods", "kubenode",
+                       statistics.median(lat), percentile(lat, 99))
+            pid = n.kubelet.pid
+            c0 = _cpu_seconds(pid)
+            time.sleep(30)
+            idle = (_cpu_seconds(pid) - c0) / 30
+            c0 = _cpu_seconds(pid)
+            t0 = time.monotonic()
+            for _ in range(3):
+                for path in ("stats/summary", "metrics/cadvisor", "metrics/resource"):
+                    _kubectl(kc, "get", "--raw", f"{base}/{path}")
+                time.sleep(max(0.0, 10 - (time.monotonic() - t0) % 10))
+            scraped = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+            report.add("kubelet CPU cores, 110 pods, idle", "kubenode", idle, float("nan"))
+            report.add("kubelet CPU cores, 110 pods, scraped every 10 s", "kubenode", scraped,
+                       float("nan"))
+        finally:
+            _kubectl(kc, "delete", "deployment", "sleepers", "--wait=false")
+            _wait(lambda: not _kubectl(kc, "get", "pods", "-l", "bench=sleep", "-o",
+                                       "name").strip(), 300, "pods deleted")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench logs_stats")
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--no-e2e", dest="e2e", action="store_false",
+                    help="skip the real-node part (kubectl logs -f, 110 pods)")
     args = ap.parse_args(argv)
     report = Report(name="logs_stats",
                     anchor="upstream kubelet ReadLogs and /stats/summary, /metrics/cadvisor",
-                    columns=["case", "impl", "median_s", "MB/s or p99_s"])
+                    columns=["case", "impl", "median_s or rate", "MB/s, p99_s or ratio"])
     with tempfile.TemporaryDirectory(dir="/dev/shm") as td:
         tmp = Path(td)
         log = tmp / "0.log"
@@ -217,6 +350,9 @@ def main(argv: list[str]) -> int:
         for k, xs in st.items():
             report.add(f"{k} ({args.pods} pods x 2 containers)", "kubenode",
                        statistics.median(xs), percentile(xs, 99))
+    if args.e2e:
+        with tempfile.TemporaryDirectory(prefix="kn-bench-") as d:
+            _end_to_end(Path(d), report)
     report.notes.append(f"log: {lines} CRI lines, {size_mb:.1f} MB on tmpfs; 3 runs each; "
                         "read rows give MB/s, follow/stats rows give p99 seconds")
     report.emit()

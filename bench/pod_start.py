@@ -81,7 +81,7 @@ def node(kind: str, tmp: Path) -> Iterator[Node]:
     from tests.fixtures.images import build_layout
     from tests.runtime.harness import RuntimeProc, remove_cgroup
 
-    subnet = pick_subnet(prefix=24, within="10.42.200.0/23")
+    subnet = pick_subnet(prefix=24, within="10.42.232.0/22")  # no test uses it
     cgroup_root = f"knbench-{secrets.token_hex(3)}"
     name = f"bench-{kind}-{secrets.token_hex(2)}"
     (tmp / "resolv.conf").write_text("nameserver 127.0.0.53\n")

@@ -57,6 +57,8 @@ class FakeApi:
         self.informers: dict[Resource, FakeInformer] = {}
         self.rv = itertools.count(1)
         self.calls: list[tuple[str, str, str]] = []
+        # SubjectAccessReviews: whether spec (user, groups, resourceAttributes) is allowed
+        self.authorize: Callable[[Obj], bool] = lambda spec: True
 
     def get_informer(self, res: Resource) -> FakeInformer:
         return self.informers.setdefault(res, FakeInformer())
@@ -114,6 +116,8 @@ class FakeApi:
         name: str | None = None,
     ) -> Obj:
         self.calls.append(("create", res.plural, subresource or ""))
+        if res.plural == "subjectaccessreviews":
+            return {**obj, "status": {"allowed": self.authorize(obj["spec"])}}
         if subresource == "binding":
             pod = copy.deepcopy(self.get_informer(res).store[f"{namespace}/{name}"])
             if pod["spec"].get("nodeName"):

@@ -63,12 +63,31 @@ def csr_pem(cn: str, org: str) -> str:
 async def test_kubelet_client_csr_approved_and_signed(tmp_path: Path) -> None:
     ca = make_ca(tmp_path)
     api = FakeApi()
+    reviews: list[dict] = []
+
+    def authorize(spec: dict) -> bool:
+        reviews.append(spec)
+        return bool(spec["user"] != "intruder")
+
+    api.authorize = authorize
     inf = FakeInformers(api)
     stop = asyncio.Event()
     task = asyncio.create_task(
         CSRController(api=api, informers=inf, pki_dir=str(tmp_path)).run(stop)
     )
     usages = ["digital signature", "client auth"]
+    api.put(
+        CSRS,
+        {
+            "metadata": {"name": "not-allowed"},
+            "spec": {
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "request": csr_pem("system:node:n2", "system:nodes"),
+                "usages": usages,
+                "username": "intruder",
+            },
+        },
+    )
     api.put(
         CSRS,
         {
@@ -110,5 +129,9 @@ async def test_kubelet_client_csr_approved_and_signed(tmp_path: Path) -> None:
     assert "status" not in inf.get(CSRS).get("other") or not inf.get(CSRS).get("other")[
         "status"
     ].get("conditions")
+    # The approver asked who may request node client certificates, and obeyed.
+    assert not (inf.get(CSRS).get("not-allowed").get("status") or {}).get("conditions")
+    assert {r["user"]: r["resourceAttributes"]["subresource"] for r in reviews} == {
+        "": "nodeclient", "intruder": "nodeclient"}
     stop.set()
     await task

@@ -2,7 +2,8 @@
 
 Authenticators, tried in order: x509 client certificates verified against the cluster CA
 (CN = user, O = groups), bearer tokens from a static token file (`token,user,uid,"g1,g2"`),
-and ServiceAccount JWTs signed by this server (`kubenode.server.apiserver.serviceaccount`).
+ServiceAccount JWTs signed by this server (`kubenode.server.apiserver.serviceaccount`)
+and bootstrap tokens of joining nodes (`kubenode.server.apiserver.bootstraptoken`).
 Every authenticated user is in `system:authenticated`; a request with no credentials is
 `system:anonymous` in `system:unauthenticated`; bad credentials are 401.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def load_token_file(path: Path) -> dict[str, UserInfo]:
     return tokens
 
 
-TokenVerifier = Callable[[str], UserInfo | None]
+TokenVerifier = Callable[[str], Awaitable[UserInfo | None]]
 
 
 @dataclass(kw_only=True)
@@ -87,21 +88,22 @@ class Authenticator:
     static_tokens: dict[str, UserInfo] = field(default_factory=dict)
     token_verifiers: list[TokenVerifier] = field(default_factory=list)
 
-    def authenticate_token(self, token: str) -> UserInfo | None:
+    async def authenticate_token(self, token: str) -> UserInfo | None:
         if token in self.static_tokens:
             return _with_authenticated(self.static_tokens[token])
         for verify in self.token_verifiers:
-            user = verify(token)
+            user = await verify(token)
             if user is not None:
                 return _with_authenticated(user)
         return None
 
-    def authenticate(self, *, headers: Any, peercert: dict[str, Any] | None) -> UserInfo:
+    async def authenticate(self, *, headers: Any,
+                           peercert: dict[str, Any] | None) -> UserInfo:
         auth = headers.get("Authorization", "")
         if auth:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
-                user = self.authenticate_token(token.strip())
+                user = await self.authenticate_token(token.strip())
                 if user is None:
                     raise AuthenticationError("invalid bearer token")
                 return user

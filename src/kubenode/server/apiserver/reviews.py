@@ -64,7 +64,7 @@ def handlers(server: APIServer) -> dict[str, Handler]:
         spec = body.get("spec") or {}
         token = spec.get("token", "")
         audiences = spec.get("audiences") or []
-        found = server.authenticator.authenticate_token(token) if token else None
+        found = await server.authenticator.authenticate_token(token) if token else None
         if found is not None and audiences and token.count(".") == 2:
             found = server.sa_tokens.verify(token, audiences)
         out = dict(body, kind="TokenReview", apiVersion="authentication.k8s.io/v1")

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from kubenode.api import errors
-from kubenode.server.apiserver import discovery, handlers, metricsapi, openapi
+from kubenode.server.apiserver import bootstraptoken, discovery, handlers, metricsapi, openapi
 from kubenode.server.apiserver.admission import Admission
 from kubenode.server.apiserver.authn import AuthenticationError, Authenticator, UserInfo
 from kubenode.server.apiserver.authz import Authorizer
@@ -122,7 +122,22 @@ class APIServer:
         from kubenode.server.apiserver import serviceaccount
         self.sa_tokens = serviceaccount.TokenIssuer.from_key_file(self.pki.sa_key,
                                                                   clock=self.clock)
-        self.authenticator.token_verifiers.append(self.sa_tokens.verify)
+        sa_tokens = self.sa_tokens
+
+        async def verify_service_account(token: str) -> UserInfo | None:
+            return sa_tokens.verify(token)
+
+        async def get_secret(namespace: str, name: str) -> dict[str, Any] | None:
+            try:
+                return await self.store("", "secrets").get(namespace, name)
+            except errors.StatusError as err:
+                if err.code == 404:
+                    return None
+                raise
+
+        self.authenticator.token_verifiers += [
+            verify_service_account,
+            bootstraptoken.BootstrapTokenAuthenticator(get_secret=get_secret)]
         self.authorizer = Authorizer(server=self)
         from kubenode.server.apiserver import reviews
         self.virtual_handlers.update(reviews.handlers(self))
@@ -207,10 +222,11 @@ class APIServer:
             log.exception("request failed method=%s path=%s", request.method, request.path)
             return handlers.status_response(errors.internal_error(str(err)))
 
-    def authenticate(self, request: web.Request) -> UserInfo:
+    async def authenticate(self, request: web.Request) -> UserInfo:
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
         try:
-            return self.authenticator.authenticate(headers=request.headers, peercert=peercert)
+            return await self.authenticator.authenticate(headers=request.headers,
+                                                         peercert=peercert)
         except AuthenticationError as err:
             raise errors.unauthorized() from err
 
@@ -245,7 +261,7 @@ class APIServer:
                         uid=request.headers.get("Impersonate-Uid", ""))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        user = await self.impersonate(request, self.authenticate(request))
+        user = await self.impersonate(request, await self.authenticate(request))
         request["user"] = user
         path = request.path
         watch = handlers.truthy(request.query.get("watch"))

@@ -68,6 +68,8 @@ CSRS = Resource(
     namespaced=False,
 )
 PDBS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews",
+                                  "SubjectAccessReview", namespaced=False)
 
 
 class ApiError(Exception):

@@ -3,8 +3,10 @@ csrapproving and csrsigning).
 
 Approver: a kubernetes.io/kube-apiserver-client-kubelet CSR whose subject is
 CN=system:node:<name>, O=system:nodes with client usages only is approved (condition
-Approved, reason AutoApproved). kubelet-serving CSRs are left for an admin
-(`kubectl certificate approve`), as upstream does.
+Approved, reason AutoApproved) when a SubjectAccessReview says its requester may create
+certificatesigningrequests/selfnodeclient (renewing its own: CN = requester) or
+/nodeclient (a new node: bootstrap tokens are bound to it). kubelet-serving CSRs are
+left for an admin (`kubectl certificate approve`), as upstream does.
 
 Signer: an Approved (not Denied/Failed) CSR for kube-apiserver-client-kubelet,
 kubelet-serving or kube-apiserver-client without status.certificate is signed with the
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kubenode.server.controllers.api import CSRS, ApiError
+from kubenode.server.controllers.api import CSRS, SUBJECT_ACCESS_REVIEWS, ApiError
 from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.podutil import format_time, get_condition
 
@@ -154,7 +156,7 @@ class CSRController(Controller):
             return
         approved = get_condition(status, "Approved")
         if approved is None:
-            if is_node_client(csr, req):
+            if is_node_client(csr, req) and await self._may_request(csr, req):
                 await self._condition(
                     csr,
                     "Approved",
@@ -183,6 +185,19 @@ class CSRController(Controller):
         new = copy.deepcopy(csr)
         new.setdefault("status", {})["certificate"] = base64.b64encode(pem).decode()
         await self.api.update(CSRS, new, subresource="status")
+
+    async def _may_request(self, csr: Obj, req: x509.CertificateSigningRequest) -> bool:
+        spec = csr.get("spec") or {}
+        cn = req.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        sub = "selfnodeclient" if cn == spec.get("username") else "nodeclient"
+        review = await self.api.create(SUBJECT_ACCESS_REVIEWS, {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": spec.get("username", ""), "uid": spec.get("uid", ""),
+                     "groups": spec.get("groups") or [], "extra": spec.get("extra") or {},
+                     "resourceAttributes": {"group": "certificates.k8s.io",
+                                            "resource": "certificatesigningrequests",
+                                            "verb": "create", "subresource": sub}}})
+        return bool((review.get("status") or {}).get("allowed"))
 
     async def _condition(
         self, csr: Obj, ctype: str, reason: str, message: str, subresource: str

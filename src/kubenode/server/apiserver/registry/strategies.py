@@ -354,6 +354,17 @@ BOOTSTRAP_CLUSTER_ROLES: list[dict[str, Any]] = [
                 "verbs": ["*"]},
                {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                 "verbs": ["*"]}]},
+    {"metadata": {"name": "system:node-bootstrapper"},
+     "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+                "verbs": ["create", "get", "list", "watch"]}]},
+    {"metadata": {"name": "system:certificates.k8s.io:certificatesigningrequests:nodeclient"},
+     "rules": [{"apiGroups": ["certificates.k8s.io"],
+                "resources": ["certificatesigningrequests/nodeclient"], "verbs": ["create"]}]},
+    {"metadata": {"name":
+                  "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient"},
+     "rules": [{"apiGroups": ["certificates.k8s.io"],
+                "resources": ["certificatesigningrequests/selfnodeclient"],
+                "verbs": ["create"]}]},
     {"metadata": {"name": "system:kube-scheduler"},
      "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]},
     {"metadata": {"name": "system:kube-controller-manager"},
@@ -366,7 +377,24 @@ BOOTSTRAP_CLUSTER_ROLES: list[dict[str, Any]] = [
                 "verbs": ["create", "patch", "update"]}]},
 ]
 
+def _group_binding(name: str, role: str, group: str) -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                          "name": group}]}
+
+
 BOOTSTRAP_BINDINGS: list[dict[str, Any]] = [
+    # Joining nodes (bootstrap tokens) and renewing ones, as kubeadm binds them.
+    _group_binding("kubenode:kubelet-bootstrap", "system:node-bootstrapper",
+                   "system:bootstrappers"),
+    _group_binding("kubenode:node-autoapprove-bootstrap",
+                   "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                   "system:bootstrappers"),
+    _group_binding("kubenode:node-autoapprove-certificate-rotation",
+                   "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                   "system:nodes"),
     {"metadata": {"name": "cluster-admin"},
      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                  "name": "cluster-admin"},
