@@ -129,10 +129,11 @@ async def test_rotation_keeps_a_fast_writer_bounded_and_lossless(
         print(f"{endpoint.image}: {rate:.1f} MB/s of output, {rotations} rotations, "
               f"peak on disk {peak / 1e6:.1f} MB, window {first}..{last}")
         assert first > 1, "the oldest lines must have been dropped"
-        # The size is checked every ~0.1 s, so each file may overshoot by what the
-        # writer puts there (CRI framing included: ~40 bytes a line) in that time.
+        # The size is checked every ~0.1 s (a round takes longer on a loaded machine), so
+        # each file may overshoot by what the writer puts there (CRI framing included:
+        # ~40 bytes a line) in that time.
         file_rate = (written + 40 * last) / WRITE_SECONDS
-        assert peak < MAX_FILES * (MAX_SIZE + file_rate * 0.5), peak
+        assert peak < MAX_FILES * (MAX_SIZE + file_rate * 1.5), peak
     finally:
         await runtime.stop_pod_sandbox(sid)
         await runtime.remove_pod_sandbox(sid)

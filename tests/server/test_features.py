@@ -197,6 +197,46 @@ def test_node_authorizer_and_static_tokens(server: APIServerProcess,
         node_api.create_namespace({"metadata": {"name": "nope"}})
     assert err.value.status == 403
 
+    # NodeRestriction: labels and taints of its own Node, pods it may create.
+    with pytest.raises(ApiException) as err:
+        node_api.patch_node("n-own", {"metadata": {"labels": {
+            "node-role.kubernetes.io/control-plane": ""}}})
+    assert err.value.status == 403
+    assert 'node \\"n-own\\" is not allowed to modify labels: ' \
+           "node-role.kubernetes.io/control-plane" in err.value.body
+    node_api.patch_node("n-own", {"metadata": {"labels": {"example.com/rack": "r1",
+                                                          "kubernetes.io/arch": "amd64"}}})
+    with pytest.raises(ApiException) as err:
+        node_api.patch_node("n-own", {"spec": {"taints": [
+            {"key": "k", "effect": "NoSchedule"}]}})
+    assert 'is not allowed to modify taints' in err.value.body
+    with pytest.raises(ApiException) as err:
+        node_api.create_node({"metadata": {"name": "n-own2"}})
+    assert err.value.status == 403
+    pod = {"metadata": {"name": "plain"}, "spec": {"nodeName": "n-own", "containers": [
+        {"name": "c", "image": "busybox"}]}}
+    with pytest.raises(ApiException) as err:
+        node_api.create_namespaced_pod("default", pod)
+    assert err.value.status == 403
+    assert 'node \\"n-own\\" can only create mirror pods' in err.value.body
+    mirror = {"metadata": {"name": "static-n-own", "annotations": {
+        "kubernetes.io/config.mirror": "abc"}}, "spec": {
+        "nodeName": "n-own", "containers": [{"name": "c", "image": "busybox"}]}}
+    created = node_api.create_namespaced_pod("default", mirror)
+    assert created.spec.node_name == "n-own"
+    elsewhere = {**mirror, "metadata": {**mirror["metadata"], "name": "static-x"},
+                 "spec": {**mirror["spec"], "nodeName": "n-other"}}
+    with pytest.raises(ApiException) as err:
+        node_api.create_namespaced_pod("default", elsewhere)
+    assert err.value.status == 403
+    with pytest.raises(ApiException) as err:  # the spec is not the kubelet's to change
+        node_api.patch_namespaced_pod("static-n-own", "default",
+                                      {"metadata": {"labels": {"a": "b"}}})
+    assert err.value.status == 403
+    node_api.patch_namespaced_pod_status("static-n-own", "default",
+                                         {"status": {"phase": "Running"}})
+    core.delete_namespaced_pod("static-n-own", "default", grace_period_seconds=0)
+
 
 def test_static_token_file() -> None:
     with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp:

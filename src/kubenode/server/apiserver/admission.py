@@ -6,6 +6,7 @@
 - DefaultTolerationSeconds: pods tolerate node.kubernetes.io/not-ready and
   unreachable (NoExecute) for 300 s unless they say otherwise.
 - LimitRanger and ResourceQuota: see `quota`.
+- NodeRestriction: what kubelets may write; see `noderestriction`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubenode.api import errors
-from kubenode.server.apiserver import quota
+from kubenode.server.apiserver import noderestriction, quota
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class Admission:
                 self.default_toleration_seconds(obj)
                 await self.priority(obj)
                 await quota.limit_ranger(self.server, info, obj)
+            if info.group == "" and info.kind in ("Node", "Pod"):
+                noderestriction.admit(kind=info.kind, op=op, obj=obj, old=old)
             if info.namespaced and op == "CREATE" and info.plural not in (
                     "events", "resourcequotas"):
                 await quota.resource_quota(self.server, info, obj)

@@ -22,7 +22,14 @@ from typing import Any
 from aiohttp import web
 
 from kubenode.api import errors
-from kubenode.server.apiserver import bootstraptoken, discovery, handlers, metricsapi, openapi
+from kubenode.server.apiserver import (
+    bootstraptoken,
+    discovery,
+    handlers,
+    metricsapi,
+    noderestriction,
+    openapi,
+)
 from kubenode.server.apiserver.admission import Admission
 from kubenode.server.apiserver.authn import AuthenticationError, Authenticator, UserInfo
 from kubenode.server.apiserver.authz import Authorizer
@@ -268,6 +275,9 @@ class APIServer:
         info = parse_request(request.method, path, watch=watch)
         assert self.authorizer is not None
         await self.authorizer.authorize_request(user, info)
+        # Admission plugins that judge by requester (NodeRestriction) read this; each
+        # request runs in its own task, so its own context.
+        noderestriction.REQUEST.set((user, info))
         if info.is_resource and info.group == metricsapi.GROUP:
             return await self.metrics_api().handle(request, info)
         if info.is_resource:
