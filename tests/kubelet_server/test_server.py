@@ -4,6 +4,7 @@ authz (SubjectAccessReview), endpoints, logs, and the upgrade proxy for exec/att
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -82,6 +83,22 @@ async def test_node_logs(kubelet: Kubelet) -> None:
     status, text, _ = await get(kubelet, "/logs/syslog",
                                 headers={"Authorization": "Bearer alice-token"})
     assert (status, text) == (200, "node booted\n")
+
+
+async def test_node_logs_off_with_enable_system_log_handler_false(
+        kubelet: Kubelet, tmp_path: Path) -> None:
+    from kubenode.kubelet.config import KubeletConfig, apply_file, load_file
+    conf = tmp_path / "kubelet.yaml"
+    conf.write_text("apiVersion: kubelet.config.k8s.io/v1beta1\n"
+                    "kind: KubeletConfiguration\nenableSystemLogHandler: false\n")
+    cfg = KubeletConfig(node_name=NODE)
+    assert cfg.enable_system_log_handler
+    apply_file(cfg, load_file(conf))
+    assert not cfg.enable_system_log_handler
+    # what the kubelet then passes to its server
+    kubelet.server.config = dataclasses.replace(kubelet.server.config, node_logs_dir=None)
+    status, text, _ = await get(kubelet, "/logs/syslog", kubelet.admin)
+    assert status == 404 and "node booted" not in text
 
 
 async def test_bearer_token_via_token_review(kubelet: Kubelet) -> None:

@@ -46,6 +46,7 @@ _FIELDS = {
     "containerLogMaxFiles": "container_log_max_files",
     "containerLogMonitorInterval": "container_log_monitor_interval",
     "registerWithTaints": "register_with_taints",
+    "enableSystemLogHandler": "enable_system_log_handler",
 }
 _IGNORED = {"apiVersion", "kind", "authentication", "authorization", "cgroupDriver",
             "address", "readOnlyPort", "serializeImagePulls", "evictionHard",
@@ -117,6 +118,7 @@ class KubeletConfig:
     container_log_max_size: int = 10 << 20
     container_log_max_files: int = 5
     container_log_monitor_interval: float = 10.0
+    enable_system_log_handler: bool = True   # /logs/ serves /var/log
 
     def reserved(self) -> dict[str, int]:
         """Reserved cpu (millicores), memory, ephemeral-storage, summed."""
@@ -175,6 +177,8 @@ def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
             v = list(v or [])
         elif attr == "container_log_max_size":
             v = int_value(str(v))
+        elif attr == "enable_system_log_handler":
+            v = bool(v)
         elif attr == "register_with_taints":
             v = [_taint(t) for t in v or []]
         setattr(cfg, attr, v)

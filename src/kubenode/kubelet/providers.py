@@ -105,7 +105,9 @@ def build_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> Any:
         config=KubeletServerConfig(node_name=cfg.node_name, port=cfg.port,
                                    healthz_port=cfg.healthz_port,
                                    cert_dir=str(cfg.root_dir / "pki"),
-                                   client_ca_file=client_ca, host_names=(node_ip,)),
+                                   client_ca_file=client_ca, host_names=(node_ip,),
+                                   node_logs_dir=("/var/log" if cfg.enable_system_log_handler
+                                                  else None)),
         authorizer=reviewer, token_reviewer=reviewer,
         now=kubelet.now, pods=KubeletPods(kubelet), stats=stats,
         logs=PodLogsDirLocator(cfg.pod_logs_dir),
