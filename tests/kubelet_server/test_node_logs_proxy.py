@@ -62,6 +62,9 @@ async def test_node_logs_through_apiserver(api_server: APIServerProcess, tmp_pat
                                      base + "/pods/default_web_1/")
         assert rc == 0 and '<a href="0.log">0.log</a>' in out, err
         rc, out, err = await kubectl(kubectl_bin, api_server, "get", "--raw",
+                                     base + "/pods/default_web_1")   # redirected to .../
+        assert rc == 0 and '<a href="0.log">0.log</a>' in out, err
+        rc, out, err = await kubectl(kubectl_bin, api_server, "get", "--raw",
                                      base + "/pods/default_web_1/0.log")
         assert (rc, out) == (0, "2026-01-01T00:00:00.000000000Z stdout F hi\n"), err
         rc, out, err = await kubectl(kubectl_bin, api_server, "get", "--raw",

@@ -408,7 +408,8 @@ class KubeletServer:
         target = root.joinpath(*[p for p in rel.split("/") if p])
         if await asyncio.to_thread(target.is_dir):
             if rel and not rel.endswith("/"):
-                raise web.HTTPMovedPermanently(f"/logs/{rel}/")
+                # relative, as Go's http.FileServer: right behind the API server's proxy too
+                raise web.HTTPMovedPermanently(quote(rel.rsplit("/", 1)[-1]) + "/")
             entries = await asyncio.to_thread(
                 lambda: sorted(e.name + ("/" if e.is_dir() else "") for e in target.iterdir()))
             links = "".join(f'<a href="{html.escape(quote(e))}">{html.escape(e)}</a>\n'
