@@ -154,6 +154,28 @@ async def test_pod_logs_dir_locator(tmp_path: Path) -> None:
         await loc.container_log(namespace="ns1", pod="web", container="db", previous=False)
 
 
+async def test_previous_and_current_across_rotated_files(tmp_path: Path) -> None:
+    """After a restart, --previous reads the earlier run's rotated (gzipped) files too, and
+    the rotated files of either run never count as a run of their own."""
+    cdir = tmp_path / "ns1_web_uid-1" / "app"
+    cdir.mkdir(parents=True)
+    with gzip.open(cdir / "0.log.20251123-203300.gz", "wt") as f:
+        f.write(rec(0, "run0-a"))
+    (cdir / "0.log.20251123-203310").write_text(rec(1, "run0-b"))
+    (cdir / "0.log").write_text(rec(2, "run0-c"))
+    with gzip.open(cdir / "1.log.20251123-203400.gz", "wt") as f:
+        f.write(rec(3, "run1-a"))
+    (cdir / "1.log").write_text(rec(4, "run1-b"))
+    loc = PodLogsDirLocator(tmp_path)
+    prev = await loc.container_log(namespace="ns1", pod="web", container="app", previous=True)
+    assert prev.path == str(cdir / "0.log")
+    assert await collect(Path(prev.path), LogOptions()) == b"run0-a\nrun0-b\nrun0-c\n"
+    assert await collect(Path(prev.path), LogOptions(tail_lines=2)) == b"run0-b\nrun0-c\n"
+    cur = await loc.container_log(namespace="ns1", pod="web", container="app", previous=False)
+    assert cur.path == str(cdir / "1.log")
+    assert await collect(Path(cur.path), LogOptions()) == b"run1-a\nrun1-b\n"
+
+
 async def test_tail_from_the_end_matches_a_full_read(tmp_path: Path) -> None:
     """tailLines reads blocks backwards; it must give the same lines as a full read,
     also when partial records straddle the block where it starts."""
