@@ -70,6 +70,11 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
 
 def _kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", required=False)
+    p.add_argument("--bootstrap-kubeconfig", default="",
+                   help="credentials (a bootstrap token) to obtain a client certificate "
+                        "when --kubeconfig is missing or its certificate has expired")
+    p.add_argument("--cert-dir", default="",
+                   help="where TLS bootstrap keeps its certificates (default <root-dir>/pki)")
     p.add_argument("--node-name", default=socket.gethostname().lower())
     p.add_argument("--container-runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
     p.add_argument("--config", help="a KubeletConfiguration file (kubelet.config.k8s.io/v1beta1)")

@@ -89,6 +89,8 @@ def parse_duration(v: Any) -> float:
 class KubeletConfig:
     node_name: str
     kubeconfig: Path | None = None
+    bootstrap_kubeconfig: Path | None = None
+    cert_dir: Path | None = None  # default <root-dir>/pki
     container_runtime_endpoint: str = "unix:///run/kubenode/runtime.sock"
     root_dir: Path = Path("/var/lib/kubelet")
     pod_logs_dir: Path = Path("/var/log/pods")
@@ -197,6 +199,10 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
             setattr(cfg, attr, Path(v) if attr in ("root_dir", "pod_logs_dir") else v)
     if getattr(args, "kubeconfig", None):
         cfg.kubeconfig = Path(args.kubeconfig)
+    if getattr(args, "bootstrap_kubeconfig", None):
+        cfg.bootstrap_kubeconfig = Path(args.bootstrap_kubeconfig)
+    if getattr(args, "cert_dir", None):
+        cfg.cert_dir = Path(args.cert_dir)
     if getattr(args, "pod_manifest_path", None):
         cfg.pod_manifest_path = Path(args.pod_manifest_path)
     for attr in ("cgroup_root", "cluster_domain", "node_ip", "pod_infra_image", "provider_id"):

@@ -1,6 +1,7 @@
 """`kubenode kubelet`: build a Kubelet from flags + KubeletConfiguration and run it.
 
-Startup order (each waits for the previous one's readiness): CRI connection -> Kubelet
+Startup order (each waits for the previous one's readiness): TLS bootstrap (a client
+certificate from --bootstrap-kubeconfig when --kubeconfig has none) -> CRI connection -> Kubelet
 loops -> node registration -> node status + lease loops -> pod sources (API informer,
 static pod directory) -> kubelet API server. SIGTERM/SIGINT cancel everything; shutdown
 runs in reverse. Running containers are left alone (a restarted kubelet adopts them).
@@ -35,6 +36,12 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
     from kubenode.kubelet.sources.file import FileSource
 
     now = time.time
+    if cfg.bootstrap_kubeconfig is not None and cfg.kubeconfig is not None:
+        from kubenode.kubelet.certificate import load_client_config
+        await load_client_config(kubeconfig=cfg.kubeconfig,
+                                 bootstrap_kubeconfig=cfg.bootstrap_kubeconfig,
+                                 cert_dir=cfg.cert_dir or cfg.root_dir / "pki",
+                                 node_name=cfg.node_name)
     conn = Connection(endpoint=cfg.container_runtime_endpoint)
     api = ApiClient.from_kubeconfig(str(cfg.kubeconfig)) if cfg.kubeconfig else None
     side = ApiSide(client=api) if api is not None else None

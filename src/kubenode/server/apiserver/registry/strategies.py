@@ -9,6 +9,7 @@ create), Services (ClusterIP and NodePort allocation, see `services`), workloads
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import ipaddress
@@ -204,6 +205,31 @@ class ConfigMapStrategy(Strategy):
         return causes
 
 
+class SecretStrategy(ConfigMapStrategy):
+    """stringData is write-only: merged into data (base64), as upstream's conversion."""
+
+    def prepare_for_create(self, obj: dict[str, Any], *, now: float) -> None:
+        super().prepare_for_create(obj, now=now)
+        _merge_string_data(obj)
+        obj.setdefault("type", "Opaque")
+
+    def prepare_for_update(self, new: dict[str, Any], old: dict[str, Any], *,
+                           now: float) -> None:
+        super().prepare_for_update(new, old, now=now)
+        _merge_string_data(new)
+
+
+def _merge_string_data(secret: dict[str, Any]) -> None:
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = secret.get("data")
+        if not isinstance(data, dict):
+            data = {}
+        data.update({k: base64.b64encode(str(val).encode()).decode()
+                     for k, val in string_data.items()})
+        secret["data"] = data
+
+
 class RBACStrategy(Strategy):
     name_validator = staticmethod(v.path_segment_name)
 
@@ -298,6 +324,8 @@ def make_strategy(info: ResourceInfo) -> Strategy:
             return EventStrategy(info)
         if info.kind == "ConfigMap":
             return ConfigMapStrategy(info)
+        if info.kind == "Secret":
+            return SecretStrategy(info)
         if info.kind == "ReplicationController":
             return WorkloadStrategy(info)
     if info.group in ("apps", "batch") and info.kind != "ControllerRevision":

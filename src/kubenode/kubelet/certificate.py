@@ -1,0 +1,151 @@
+"""Kubelet TLS bootstrap (upstream pkg/kubelet/certificate/bootstrap): a kubelet started
+with --bootstrap-kubeconfig (a bootstrap token) obtains its own client certificate.
+
+`load_client_config` keeps a --kubeconfig whose client certificate is still valid.
+Otherwise it creates a CertificateSigningRequest with the bootstrap credentials — a new
+ECDSA P-256 key, subject CN=system:node:<node>, O=system:nodes, signer
+kubernetes.io/kube-apiserver-client-kubelet, usages digital signature + client auth —
+waits until the controller manager approves and signs it (Denied or Failed is an
+error), writes key + certificate to <cert-dir>/kubelet-client-<timestamp>.pem with the
+kubelet-client-current.pem symlink, and writes --kubeconfig pointing at it with the
+bootstrap kubeconfig's server and CA."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from kubenode.client.api import ApiClient
+from kubenode.client.kubeconfig import load_kubeconfig
+
+log = logging.getLogger(__name__)
+
+SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
+CURRENT = "kubelet-client-current.pem"
+WAIT_ISSUED = 3600.0  # upstream waits an hour for an admin or the approver
+
+
+class BootstrapError(Exception):
+    pass
+
+
+def client_cert_valid(kubeconfig: Path, now: dt.datetime) -> bool:
+    """Whether `kubeconfig` exists and its client certificate (file or data) is valid."""
+    try:
+        doc = yaml.safe_load(kubeconfig.read_text()) or {}
+        user = (doc.get("users") or [{}])[0].get("user") or {}
+        if user.get("client-certificate-data"):
+            pem = base64.b64decode(user["client-certificate-data"])
+        else:
+            path = Path(user["client-certificate"])
+            pem = (path if path.is_absolute() else kubeconfig.parent / path).read_bytes()
+        cert = x509.load_pem_x509_certificate(pem)
+    except (OSError, KeyError, IndexError, ValueError, TypeError, yaml.YAMLError):
+        return False
+    return cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+
+
+def _request(node_name: str) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")])).sign(
+        key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+async def _wait_issued(client: ApiClient, name: str) -> bytes:
+    while True:
+        csr = await client.get("certificatesigningrequests", name)
+        status = csr.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") in ("Denied", "Failed") and cond.get("status") == "True":
+                raise BootstrapError(f"certificate signing request {name} is "
+                                     f"{cond['type'].lower()}: {cond.get('message', '')}")
+        if status.get("certificate"):
+            return base64.b64decode(status["certificate"])
+        await asyncio.sleep(0.5)
+
+
+def _write_kubeconfig(kubeconfig: Path, bootstrap: dict[str, Any], cert_file: Path) -> None:
+    cluster = dict(((bootstrap.get("clusters") or [{}])[0].get("cluster")) or {})
+    doc = {"apiVersion": "v1", "kind": "Config",
+           "clusters": [{"name": "default-cluster", "cluster": cluster}],
+           "contexts": [{"name": "default-context", "context": {
+               "cluster": "default-cluster", "namespace": "default", "user": "default-auth"}}],
+           "current-context": "default-context",
+           "users": [{"name": "default-auth", "user": {
+               "client-certificate": str(cert_file), "client-key": str(cert_file)}}]}
+    kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kubeconfig.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(doc))
+    os.replace(tmp, kubeconfig)
+
+
+def _bootstrap_doc(bootstrap_kubeconfig: Path) -> dict[str, Any]:
+    """The bootstrap kubeconfig with its CA inlined (the new kubeconfig lives elsewhere)."""
+    doc: dict[str, Any] = yaml.safe_load(bootstrap_kubeconfig.read_text()) or {}
+    cluster = (doc.get("clusters") or [{}])[0].get("cluster") or {}
+    if cluster.get("certificate-authority") and not cluster.get("certificate-authority-data"):
+        ca = Path(cluster.pop("certificate-authority"))
+        ca = ca if ca.is_absolute() else bootstrap_kubeconfig.parent / ca
+        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    return doc
+
+
+def _store(*, cert_dir: Path, kubeconfig: Path, bootstrap: dict[str, Any], cert_pem: bytes,
+           key_pem: bytes, now: dt.datetime) -> Path:
+    cert_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    target = cert_dir / f"kubelet-client-{now.strftime('%Y-%m-%d-%H-%M-%S')}.pem"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(cert_pem + key_pem)
+    link = cert_dir / CURRENT
+    tmp_link = cert_dir / (CURRENT + ".tmp")
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(target.name)
+    os.replace(tmp_link, link)
+    _write_kubeconfig(kubeconfig, bootstrap, link)
+    return target
+
+
+async def load_client_config(*, kubeconfig: Path, bootstrap_kubeconfig: Path, cert_dir: Path,
+                             node_name: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    if await asyncio.to_thread(client_cert_valid, kubeconfig, now):
+        log.info("kubeconfig has a valid client certificate path=%s", kubeconfig)
+        return
+    bootstrap = await asyncio.to_thread(_bootstrap_doc, bootstrap_kubeconfig)
+    key_pem, csr_pem = _request(node_name)
+    body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"generateName": "node-csr-"},
+            "spec": {"signerName": SIGNER, "request": base64.b64encode(csr_pem).decode(),
+                     "usages": ["digital signature", "client auth"]}}
+    async with ApiClient(load_kubeconfig(bootstrap_kubeconfig)) as client:
+        created = await client.create("certificatesigningrequests", body)
+        name = created["metadata"]["name"]
+        log.info("waiting for the client certificate csr=%s node=%s", name, node_name)
+        try:
+            async with asyncio.timeout(WAIT_ISSUED):
+                cert_pem = await _wait_issued(client, name)
+        except TimeoutError:
+            raise BootstrapError(f"timed out waiting for certificate signing request {name} "
+                                 "to be approved and issued") from None
+    target = await asyncio.to_thread(
+        lambda: _store(cert_dir=cert_dir, kubeconfig=kubeconfig, bootstrap=bootstrap,
+                       cert_pem=cert_pem, key_pem=key_pem, now=now))
+    log.info("client certificate issued csr=%s path=%s", name, target)
