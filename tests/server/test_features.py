@@ -235,6 +235,14 @@ def test_node_authorizer_and_static_tokens(server: APIServerProcess,
     assert err.value.status == 403
     node_api.patch_namespaced_pod_status("static-n-own", "default",
                                          {"status": {"phase": "Running"}})
+    core.create_namespaced_pod("default", {"metadata": {"name": "theirs"}, "spec": {
+        "nodeName": "n-other", "containers": [{"name": "c", "image": "busybox"}]}})
+    with pytest.raises(ApiException) as err:
+        node_api.patch_namespaced_pod_status("theirs", "default",
+                                             {"status": {"phase": "Failed"}})
+    assert "can only update pod status for pods with spec.nodeName set to itself" in \
+        err.value.body
+    core.delete_namespaced_pod("theirs", "default", grace_period_seconds=0)
     core.delete_namespaced_pod("static-n-own", "default", grace_period_seconds=0)
 
 

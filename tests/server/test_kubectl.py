@@ -391,6 +391,10 @@ def test_limitrange_and_resourcequota(server: APIServerProcess) -> None:
         "    defaultRequest: {cpu: 100m}\n    max: {cpu: '1'}\n"))
     server.kubectl("create", "quota", "q", "-n", "quota",
                    "--hard=pods=2,requests.cpu=1,count/configmaps=10")
+    # A dry run is checked against the quota but counts nothing.
+    server.kubectl("run", "dry", "-n", "quota", "--image=busybox", "--dry-run=server")
+    assert (_json(server, "get", "quota", "q", "-n", "quota").get("status") or {}).get(
+        "used", {}).get("pods", "0") == "0"
     server.kubectl("run", "p1", "-n", "quota", "--image=busybox")
     pod = _json(server, "get", "pod", "p1", "-n", "quota")
     res = pod["spec"]["containers"][0]["resources"]
@@ -407,6 +411,9 @@ def test_limitrange_and_resourcequota(server: APIServerProcess) -> None:
     r = server.kubectl("run", "p3", "-n", "quota", "--image=busybox", check=False)
     assert ('pods "p3" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, '
             "limited: pods=2") in r.stderr, r.stderr
+    r = server.kubectl("run", "p3", "-n", "quota", "--image=busybox", "--dry-run=server",
+                       check=False)
+    assert "exceeded quota: q" in r.stderr, r.stderr
     server.kubectl("delete", "pod", "p2", "-n", "quota")
     q = _json(server, "get", "quota", "q", "-n", "quota")
     assert q["status"]["used"] == {"pods": "1", "requests.cpu": "100m",

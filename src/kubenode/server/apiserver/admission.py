@@ -30,9 +30,10 @@ DEFAULT_TOLERATION_SECONDS = 300
 class Admission:
     server: APIServer
 
-    def admit_for(self, info: ResourceInfo
-                  ) -> Callable[[str, dict[str, Any], dict[str, Any] | None], Awaitable[None]]:
-        async def admit(op: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def admit_for(self, info: ResourceInfo) -> Callable[
+            [str, dict[str, Any], dict[str, Any] | None, bool], Awaitable[None]]:
+        async def admit(op: str, obj: dict[str, Any], old: dict[str, Any] | None,
+                        dry_run: bool) -> None:
             if info.namespaced and op == "CREATE":
                 await self.namespace_lifecycle(info, obj)
             if info.kind == "Pod" and info.group == "" and op == "CREATE":
@@ -44,7 +45,7 @@ class Admission:
                 noderestriction.admit(kind=info.kind, op=op, obj=obj, old=old)
             if info.namespaced and op == "CREATE" and info.plural not in (
                     "events", "resourcequotas"):
-                await quota.resource_quota(self.server, info, obj)
+                await quota.resource_quota(self.server, info, obj, dry_run=dry_run)
         return admit
 
     async def namespace_lifecycle(self, info: ResourceInfo, obj: dict[str, Any]) -> None:

@@ -145,7 +145,10 @@ async def refresh(server: APIServer, ns: str) -> None:
         await _write_status(server, q, await _used(server, ns, hard, pods))
 
 
-async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, Any]) -> None:
+async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, Any], *,
+                         dry_run: bool = False) -> None:
+    """Refuse what would exceed a quota of the namespace; count what is admitted in the
+    quota's status.used (not for dry runs, which are checked but persist nothing)."""
     md = obj.get("metadata") or {}
     ns = md.get("namespace", "")
     quotas = (await server.store("", "resourcequotas").list(ns, _all()))["items"]
@@ -170,5 +173,6 @@ async def resource_quota(server: APIServer, info: ResourceInfo, obj: dict[str, A
                                  ",".join(f"{r}={_fmt(r, requested[r])}" for r in over),
                                  ",".join(f"{r}={_fmt(r, used[r])}" for r in over),
                                  ",".join(f"{r}={_fmt(r, hard[r])}" for r in over)))
-        await _write_status(server, q, {r: used[r] + requested.get(r, Decimal(0))
-                                        for r in hard})
+        if not dry_run:
+            await _write_status(server, q, {r: used[r] + requested.get(r, Decimal(0))
+                                            for r in hard})

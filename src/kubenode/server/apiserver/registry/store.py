@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Mutation = Callable[[dict[str, Any]], dict[str, Any]]
-Admit = Callable[[str, dict[str, Any], dict[str, Any] | None], Awaitable[None]]
+# (operation, object, old object, dry run)
+Admit = Callable[[str, dict[str, Any], dict[str, Any] | None, bool], Awaitable[None]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,7 +246,7 @@ class Store:
         obj["kind"] = self.info.kind
         self.strategy.prepare_for_create(obj, now=now)
         if self.admit is not None:
-            await self.admit("CREATE", obj, None)
+            await self.admit("CREATE", obj, None, dry_run)
         causes = self.strategy.validate(obj)
         if causes:
             raise self._invalid(md.get("name") or "", causes)
@@ -338,11 +339,13 @@ class Store:
             causes = []
         elif subresource == "status":
             self.strategy.prepare_for_status_update(new, old)
+            if self.admit is not None:
+                await self.admit("UPDATE", new, old, dry_run)
             causes = self.strategy.validate_status_update(new, old)
         else:
             self.strategy.prepare_for_update(new, old, now=now)
             if self.admit is not None:
-                await self.admit("UPDATE", new, old)
+                await self.admit("UPDATE", new, old, dry_run)
             causes = self.strategy.validate_update(new, old)
         if causes:
             raise self._invalid(md.get("name", ""), causes)
