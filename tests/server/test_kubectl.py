@@ -420,3 +420,48 @@ def test_limitrange_and_resourcequota(server: APIServerProcess) -> None:
                                    "count/configmaps": "1"}  # kube-root-ca.crt
     server.kubectl("run", "p3", "-n", "quota", "--image=busybox")
     server.kubectl("delete", "namespace", "quota", "--wait=false")
+
+
+def test_limitrange_ratio_pod_and_claim(server: APIServerProcess) -> None:
+    server.kubectl("create", "namespace", "lr2")
+    server.kubectl("create", "-n", "lr2", "-f", "-", input=(
+        "apiVersion: v1\nkind: LimitRange\nmetadata: {name: lr}\nspec:\n  limits:\n"
+        "  - type: Container\n    maxLimitRequestRatio: {cpu: '2'}\n"
+        "  - type: Pod\n    max: {memory: 100Mi}\n"
+        "  - type: PersistentVolumeClaim\n    min: {storage: 1Gi}\n"
+        "    max: {storage: 2Gi}\n"))
+
+    def pod(name: str, *containers: tuple[str, str, str]) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                           "spec": {"containers": [
+                               {"name": f"c{i}", "image": "busybox", "resources": {
+                                   "requests": {"cpu": req, "memory": mem},
+                                   "limits": {"cpu": lim, "memory": mem}}}
+                               for i, (req, lim, mem) in enumerate(containers)]}})
+
+    r = server.kubectl("create", "-n", "lr2", "-f", "-", check=False,
+                       input=pod("greedy", ("100m", "400m", "10Mi")))
+    assert ("cpu max limit to request ratio per Container is 2, but provided ratio is "
+            "4.000000") in r.stderr, r.stderr
+    r = server.kubectl("create", "-n", "lr2", "-f", "-", check=False,
+                       input=pod("fat", ("100m", "200m", "60Mi"), ("100m", "200m", "60Mi")))
+    assert "maximum memory usage per Pod is 100Mi, but limit is 120Mi" in r.stderr, r.stderr
+    server.kubectl("create", "-n", "lr2", "-f", "-",
+                   input=pod("fine", ("100m", "200m", "40Mi"), ("100m", "200m", "40Mi")))
+
+    def claim(name: str, size: str) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": name},
+                           "spec": {"accessModes": ["ReadWriteOnce"],
+                                    "resources": {"requests": {"storage": size}}}})
+
+    r = server.kubectl("create", "-n", "lr2", "-f", "-", check=False,
+                       input=claim("small", "500Mi"))
+    assert ("minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 500Mi"
+            in r.stderr), r.stderr
+    r = server.kubectl("create", "-n", "lr2", "-f", "-", check=False,
+                       input=claim("large", "5Gi"))
+    assert ("maximum storage usage per PersistentVolumeClaim is 2Gi, but request is 5Gi"
+            in r.stderr), r.stderr
+    server.kubectl("create", "-n", "lr2", "-f", "-", input=claim("right", "1Gi"))
+    server.kubectl("delete", "namespace", "lr2", "--wait=false")

@@ -41,6 +41,8 @@ class Admission:
                 self.default_toleration_seconds(obj)
                 await self.priority(obj)
                 await quota.limit_ranger(self.server, info, obj)
+            if info.kind == "PersistentVolumeClaim" and op == "CREATE":
+                await quota.limit_ranger_claim(self.server, info, obj)
             if info.group == "" and info.kind in ("Node", "Pod"):
                 noderestriction.admit(kind=info.kind, op=op, obj=obj, old=old)
             if info.namespaced and op == "CREATE" and info.plural not in (

@@ -56,37 +56,106 @@ def pod_usage(pod: dict[str, Any]) -> dict[str, Decimal]:
     return use
 
 
+def _qty(r: str, v: Decimal) -> str:
+    return format_quantity(v, binary=r not in ("cpu",) and v == v.to_integral_value())
+
+
+def _check_ratio(info: ResourceInfo, name: str, kind: str, ratios: dict[str, Any],
+                 requests: dict[str, Decimal], limits: dict[str, Decimal]) -> None:
+    for r, most in ratios.items():
+        lim, req = limits.get(r), requests.get(r)
+        if lim is None:
+            continue
+        if not req:
+            raise _forbidden(info, name, f"{r} max limit to request ratio per {kind} is "
+                                         f"{most}, but no request is specified or request is 0")
+        ratio = lim / req
+        if ratio > parse_quantity(most):
+            raise _forbidden(info, name, f"{r} max limit to request ratio per {kind} is "
+                                         f"{most}, but provided ratio is {ratio:.6f}")
+
+
+def _amounts(res: dict[str, Any], key: str) -> dict[str, Decimal]:
+    return {r: parse_quantity(v) for r, v in (res.get(key) or {}).items()}
+
+
 async def limit_ranger(server: APIServer, info: ResourceInfo, pod: dict[str, Any]) -> None:
+    """LimitRanger for pods: Container defaults, then Container and Pod min, max and
+    maxLimitRequestRatio (Pod: summed over the containers), with upstream messages."""
     md = pod.get("metadata") or {}
+    name = md.get("name", "")
     ranges = await server.store("", "limitranges").list(md.get("namespace", ""), _all())
+    containers = (pod.get("spec") or {}).get("containers") or []
     for lr in ranges["items"]:
         for item in (lr.get("spec") or {}).get("limits") or []:
-            if item.get("type") != "Container":
+            if item.get("type") == "Container":
+                for c in containers:
+                    res = c.setdefault("resources", {})
+                    for r, v in (item.get("default") or {}).items():
+                        res.setdefault("limits", {}).setdefault(r, v)
+                    for r, v in (item.get("defaultRequest") or {}).items():
+                        res.setdefault("requests", {}).setdefault(r, v)
+                    for r, v in (res.get("limits") or {}).items():
+                        res.setdefault("requests", {}).setdefault(r, v)
+                    _check_range(info, name, "Container", item, _amounts(res, "requests"),
+                                 _amounts(res, "limits"),
+                                 all_limited=lambda r, res=res: r in (res.get("limits") or {}))
+            elif item.get("type") == "Pod":
+                requests: dict[str, Decimal] = {}
+                limits: dict[str, Decimal] = {}
+                for c in containers:
+                    res = c.get("resources") or {}
+                    for r, v in _amounts(res, "requests").items():
+                        requests[r] = requests.get(r, Decimal(0)) + v
+                    for r, v in _amounts(res, "limits").items():
+                        limits[r] = limits.get(r, Decimal(0)) + v
+                _check_range(info, name, "Pod", item, requests, limits,
+                             all_limited=lambda r: all(
+                                 r in ((c.get("resources") or {}).get("limits") or {})
+                                 for c in containers))
+
+
+def _check_range(info: ResourceInfo, name: str, kind: str, item: dict[str, Any],
+                 requests: dict[str, Decimal], limits: dict[str, Decimal], *,
+                 all_limited: Any) -> None:
+    for r, lo in (item.get("min") or {}).items():
+        req = requests.get(r)
+        if req is None or req < parse_quantity(lo):
+            raise _forbidden(info, name, f"minimum {r} usage per {kind} is {lo}, but request "
+                                         f"is {_qty(r, req) if req is not None else 0}")
+    for r, hi in (item.get("max") or {}).items():
+        if not all_limited(r):
+            raise _forbidden(info, name, f"maximum {r} usage per {kind} is {hi}.  No limit "
+                                         "is specified")
+        if limits[r] > parse_quantity(hi):
+            raise _forbidden(info, name, f"maximum {r} usage per {kind} is {hi}, but limit "
+                                         f"is {_qty(r, limits[r])}")
+    _check_ratio(info, name, kind, item.get("maxLimitRequestRatio") or {}, requests, limits)
+
+
+async def limit_ranger_claim(server: APIServer, info: ResourceInfo,
+                             claim: dict[str, Any]) -> None:
+    """LimitRanger for PersistentVolumeClaims: storage min and max of the request."""
+    md = claim.get("metadata") or {}
+    ranges = await server.store("", "limitranges").list(md.get("namespace", ""), _all())
+    req = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get(
+        "storage")
+    for lr in ranges["items"]:
+        for item in (lr.get("spec") or {}).get("limits") or []:
+            if item.get("type") != "PersistentVolumeClaim":
                 continue
-            for c in (pod.get("spec") or {}).get("containers") or []:
-                res = c.setdefault("resources", {})
-                for r, v in (item.get("default") or {}).items():
-                    res.setdefault("limits", {}).setdefault(r, v)
-                for r, v in (item.get("defaultRequest") or {}).items():
-                    res.setdefault("requests", {}).setdefault(r, v)
-                for r, v in (res.get("limits") or {}).items():
-                    res.setdefault("requests", {}).setdefault(r, v)
-                for r, lo in (item.get("min") or {}).items():
-                    req = (res.get("requests") or {}).get(r)
-                    if req is None or parse_quantity(req) < parse_quantity(lo):
-                        raise _forbidden(info, md.get("name", ""),
-                                         f"minimum {r} usage per Container is {lo}, but "
-                                         f"request is {req if req is not None else 0}")
-                for r, hi in (item.get("max") or {}).items():
-                    lim = (res.get("limits") or {}).get(r)
-                    if lim is None:
-                        raise _forbidden(info, md.get("name", ""),
-                                         f"maximum {r} usage per Container is {hi}.  No limit "
-                                         f"is specified")
-                    if parse_quantity(lim) > parse_quantity(hi):
-                        raise _forbidden(info, md.get("name", ""),
-                                         f"maximum {r} usage per Container is {hi}, but "
-                                         f"limit is {lim}")
+            for bound, word, bad in (("min", "minimum", lambda q, b: q < b),
+                                     ("max", "maximum", lambda q, b: q > b)):
+                limit = (item.get(bound) or {}).get("storage")
+                if limit is None:
+                    continue
+                if req is None:
+                    raise _forbidden(info, md.get("name", ""), f"{word} storage usage per "
+                                     f"PersistentVolumeClaim is {limit}.  No request is "
+                                     "specified")
+                if bad(parse_quantity(req), parse_quantity(limit)):
+                    raise _forbidden(info, md.get("name", ""), f"{word} storage usage per "
+                                     f"PersistentVolumeClaim is {limit}, but request is {req}")
 
 
 def _all() -> Any:
