@@ -159,6 +159,12 @@ def test_label_annotate_scale_patch(server: APIServerProcess) -> None:
     assert dep["metadata"]["labels"]["color"] == "blue"
     assert dep["metadata"]["annotations"]["note"] == "hello"
     assert dep["spec"]["replicas"] == 5
+    dep = _json(server, "get", "deployment", "pt", "--show-managed-fields")
+    scale = [e for e in dep["metadata"]["managedFields"] if e.get("subresource") == "scale"]
+    assert [(e["manager"], e["operation"], e["fieldsV1"]) for e in scale] == [
+        ("kubectl", "Update", {"f:spec": {"f:replicas": {}}})], dep["metadata"]["managedFields"]
+    assert not any("f:replicas" in (e["fieldsV1"].get("f:spec") or {})
+                   for e in dep["metadata"]["managedFields"] if e not in scale)
     server.kubectl("patch", "deployment", "pt", "--type=json",
                    "-p", '[{"op":"replace","path":"/spec/replicas","value":2}]')
     server.kubectl("patch", "deployment", "pt", "--type=merge",

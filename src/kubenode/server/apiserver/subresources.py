@@ -13,6 +13,7 @@ from aiohttp import web
 
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
+from kubenode.server.apiserver.managedfields import manager_for, record_update
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
 from kubenode.server.apiserver.requestscope import RequestScope
@@ -72,9 +73,15 @@ class SubresourceHandlers(RequestScope):
                     errors.StatusCause(type="FieldValueInvalid", field="spec.replicas",
                                        message=f"Invalid value: {replicas}: must be greater "
                                                "than or equal to 0")])
+            before = copy.deepcopy(current)
             current.setdefault("spec", {})["replicas"] = replicas
             if rv:
                 current["metadata"]["resourceVersion"] = rv
+            # The scale writer owns spec.replicas, recorded with subresource "scale".
+            record_update(before, current, manager=manager_for(
+                request.query.get("fieldManager", ""), request.headers.get("User-Agent", "")),
+                api_version=store.info.api_version, now=self.server.clock(),
+                subresource="scale", field_set={"f:spec": {"f:replicas": {}}})
             return current
 
         obj = await store.guaranteed_update(namespace, name, mutate, dry_run=dry_run)
