@@ -299,6 +299,11 @@ def test_debug_adds_ephemeral_container(server: APIServerProcess, kubectl: str) 
     pod = _json(server, "get", "pod", name)
     eph = pod["spec"]["ephemeralContainers"]
     assert [c["name"] for c in eph] == ["dbg"] and eph[0]["image"] == "busybox:1.36"
+    managed = _json(server, "get", "pod", name, "--show-managed-fields")["metadata"][
+        "managedFields"]
+    (entry,) = [e for e in managed if e.get("subresource") == "ephemeralcontainers"]
+    assert entry["manager"].startswith("kubectl") and entry["operation"] == "Update"
+    assert 'k:{"name":"dbg"}' in entry["fieldsV1"]["f:spec"]["f:ephemeralContainers"]
     # the name of a regular container is taken
     r = server.kubectl("debug", name, "--image=busybox:1.36", f"--container={name}",
                        kubectl=kubectl, check=False, timeout=30)

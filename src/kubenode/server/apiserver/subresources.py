@@ -13,6 +13,7 @@ from aiohttp import web
 
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
+from kubenode.server.apiserver.apply import field_set
 from kubenode.server.apiserver.managedfields import manager_for, record_update
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
@@ -152,7 +153,13 @@ class SubresourceHandlers(RequestScope):
                         "/", 1)[-1] or c["image"].endswith(":latest") else "IfNotPresent")
             if causes:
                 raise errors.invalid(kind="Pod", name=name, causes=causes)
+            before = copy.deepcopy(cur)
             cur.setdefault("spec", {})["ephemeralContainers"] = new_eph
+            record_update(before, cur, manager=manager_for(
+                request.query.get("fieldManager", ""), request.headers.get("User-Agent", "")),
+                api_version=res.api_version, now=self.server.clock(),
+                subresource="ephemeralcontainers",
+                field_set=field_set({"spec": {"ephemeralContainers": new_eph}}, res.model))
             return cur
 
         obj = await store.guaranteed_update(namespace, name, mutate, subresource="raw",
