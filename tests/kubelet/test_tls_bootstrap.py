@@ -38,8 +38,8 @@ def test_kubelet_joins_with_a_bootstrap_token(joined: Cluster) -> None:
     assert [cond["type"] for cond in csr["status"]["conditions"]] == ["Approved"]
     assert "Approved,Issued" in c.kubectl("get", "csr").stdout
 
-    # The kubelet's own identity does its work: a pod with a configMap volume, a
-    # projected service account token (TokenRequest bound to the pod), events.
+    # The kubelet's own identity does its work: a pod with a configMap volume and the
+    # service account token volume admission adds (TokenRequest bound to the pod).
     until(lambda: c.get("serviceaccount", "default"), 30, "the default service account")
     c.apply("""
 apiVersion: v1
@@ -54,20 +54,19 @@ spec:
   terminationGracePeriodSeconds: 1
   volumes:
   - {name: cm, configMap: {name: joined-cm}}
-  - name: token
-    projected:
-      sources:
-      - serviceAccountToken: {path: token, expirationSeconds: 3600}
-      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
   containers:
   - {name: c, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, "3600"],
-     volumeMounts: [{name: cm, mountPath: /cm},
-                    {name: token, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]}
+     volumeMounts: [{name: cm, mountPath: /cm}]}
 """)
     c.wait_running("joined-pod", secs=90)
     out = c.kubectl("exec", "joined-pod", "--", "cat", "/cm/greeting",
                     "/var/run/secrets/kubernetes.io/serviceaccount/namespace").stdout
     assert out == "hellodefault"
+    token = c.kubectl("exec", "joined-pod", "--", "cat",
+                      "/var/run/secrets/kubernetes.io/serviceaccount/token").stdout
+    ca = c.kubectl("exec", "joined-pod", "--", "cat",
+                   "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt").stdout
+    assert token.startswith("eyJ") and ca.startswith("-----BEGIN CERTIFICATE-----")
 
     # ... and no more: NodeRestriction and the Node authorizer apply to it.
     kubelet_kc = str(c.dir / "kubelet.kubeconfig")

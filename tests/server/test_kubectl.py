@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -89,7 +90,8 @@ def test_run_get_wide_describe(server: APIServerProcess) -> None:
     assert wide[1].split()[:4] == ["runpod", "0/1", "Pending", "0"]
     desc = server.kubectl("describe", "pod", "runpod").stdout
     assert "Service Account:  default" in desc
-    assert "QoS Class:        BestEffort" in desc
+    assert re.search(r"^QoS Class:\s+BestEffort$", desc, re.M), desc
+    assert re.search(r"^\s+kube-api-access-\w{5}:$", desc, re.M), desc  # the token volume
     assert "node.kubernetes.io/not-ready:NoExecute op=Exists for 300s" in desc
     pod = _json(server, "get", "pod", "runpod")
     assert pod["spec"]["containers"][0]["imagePullPolicy"] == "Always"
@@ -476,3 +478,32 @@ def test_limitrange_ratio_pod_and_claim(server: APIServerProcess) -> None:
             in r.stderr), r.stderr
     server.kubectl("create", "-n", "lr2", "-f", "-", input=claim("right", "1Gi"))
     server.kubectl("delete", "namespace", "lr2", "--wait=false")
+
+
+def test_service_account_token_volume(server: APIServerProcess) -> None:
+    """ServiceAccount admission mounts kube-api-access-* in every container unless
+    automount is off (pod or service account) or the path is mounted already."""
+    server.kubectl("create", "namespace", "satok")
+    for sa in ({"metadata": {"name": "default"}},
+               {"metadata": {"name": "quiet"}, "automountServiceAccountToken": False}):
+        server.kubectl("apply", "-n", "satok", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "ServiceAccount", **sa}))
+    server.kubectl("run", "mounted", "-n", "satok", "--image=busybox")
+    pod = _json(server, "get", "pod", "mounted", "-n", "satok")
+    (vol,) = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+    sources = vol["projected"]["sources"]
+    assert sources[0] == {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    assert sources[2]["downwardAPI"]["items"][0]["path"] == "namespace"
+    assert {"name": vol["name"], "readOnly": True,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"} in \
+        pod["spec"]["containers"][0]["volumeMounts"]
+    server.kubectl("run", "off", "-n", "satok", "--image=busybox", "--overrides",
+                   '{"spec": {"automountServiceAccountToken": false}}')
+    server.kubectl("run", "quiet", "-n", "satok", "--image=busybox", "--overrides",
+                   '{"spec": {"serviceAccountName": "quiet"}}')
+    for name in ("off", "quiet"):
+        pod = _json(server, "get", "pod", name, "-n", "satok")
+        assert not [v for v in pod["spec"].get("volumes") or []
+                    if v["name"].startswith("kube-api-access-")], name
+    server.kubectl("delete", "namespace", "satok", "--wait=false")

@@ -2,7 +2,12 @@
 
 - NamespaceLifecycle: namespaced objects need an existing namespace that is not
   terminating (404 / 403 as upstream); the four system namespaces cannot be deleted.
-- ServiceAccount: pods get `serviceAccountName: default` when they name none.
+- ServiceAccount: pods get `serviceAccountName: default` when they name none, and —
+  unless automountServiceAccountToken is false on the pod or its ServiceAccount, or a
+  container already mounts /var/run/secrets/kubernetes.io/serviceaccount — the
+  kube-api-access-<suffix> projected volume (a bound token, kube-root-ca.crt's ca.crt,
+  the namespace) mounted read-only there in every container, as upstream. A pod whose
+  ServiceAccount does not exist (yet) gets no volume.
 - DefaultTolerationSeconds: pods tolerate node.kubernetes.io/not-ready and
   unreachable (NoExecute) for 300 s unless they say otherwise.
 - LimitRanger and ResourceQuota: see `quota`.
@@ -11,6 +16,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +29,8 @@ if TYPE_CHECKING:
     from kubenode.server.apiserver.server import APIServer
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+MIRROR = "kubernetes.io/config.mirror"
 DEFAULT_TOLERATION_SECONDS = 300
 
 
@@ -38,6 +46,7 @@ class Admission:
                 await self.namespace_lifecycle(info, obj)
             if info.kind == "Pod" and info.group == "" and op == "CREATE":
                 self.service_account(obj)
+                await self.mount_service_account_token(obj)
                 self.default_toleration_seconds(obj)
                 await self.priority(obj)
                 await quota.limit_ranger(self.server, info, obj)
@@ -112,6 +121,40 @@ class Admission:
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         spec["serviceAccountName"] = sa
         spec["serviceAccount"] = sa
+
+    async def mount_service_account_token(self, pod: dict[str, Any]) -> None:
+        spec = pod.get("spec")
+        md = pod.get("metadata") or {}
+        if not isinstance(spec, dict) or MIRROR in (md.get("annotations") or {}) or \
+                spec.get("automountServiceAccountToken") is False:
+            return
+        containers = [c for key in ("initContainers", "containers")
+                      for c in spec.get(key) or [] if isinstance(c, dict)]
+        if any(m.get("mountPath") == SA_MOUNT_PATH for c in containers
+               for m in c.get("volumeMounts") or [] if isinstance(m, dict)):
+            return
+        try:
+            sa = await self.server.store("", "serviceaccounts").get(
+                md.get("namespace", ""), spec.get("serviceAccountName") or "default")
+        except errors.StatusError as err:
+            if err.code == 404:
+                return
+            raise
+        if sa.get("automountServiceAccountToken") is False and \
+                spec.get("automountServiceAccountToken") is not True:
+            return
+        name = "kube-api-access-" + "".join(
+            secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+        spec.setdefault("volumes", []).append({"name": name, "projected": {
+            "defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt",
+                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {
+                    "apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}})
+        for c in containers:
+            c.setdefault("volumeMounts", []).append(
+                {"name": name, "readOnly": True, "mountPath": SA_MOUNT_PATH})
 
     def default_toleration_seconds(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec")
