@@ -24,22 +24,31 @@ def etcd() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="kubenode-etcd-") as tmp:
         client, peer = free_port(), free_port()
         url = f"http://127.0.0.1:{client}"
-        proc = subprocess.Popen(
-            ["etcd", "--data-dir", f"{tmp}/data", "--name", "t",
-             "--listen-client-urls", url, "--advertise-client-urls", url,
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = Path(tmp) / "etcd.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                ["etcd", "--data-dir", f"{tmp}/data", "--name", "t",
+                 "--listen-client-urls", url, "--advertise-client-urls", url,
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
+                stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"etcd exited rc={proc.returncode}:\n"
+                                       f"{log.read_text()[-3000:]}")
                 try:
                     with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
                         if r.status == 200:
                             break
                 except OSError:
-                    time.sleep(0.1)
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd not healthy after 60 s:\n"
+                                       f"{log.read_text()[-3000:]}")
+                time.sleep(0.1)
             yield url
         finally:
             proc.terminate()
