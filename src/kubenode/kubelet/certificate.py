@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kubenode.client.api import ApiClient
-from kubenode.client.kubeconfig import load_kubeconfig
+from kubenode.client.kubeconfig import ClientConfig, load_kubeconfig
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,8 @@ class BootstrapError(Exception):
 def client_cert_valid(kubeconfig: Path, now: dt.datetime) -> bool:
     """Whether `kubeconfig` exists and its client certificate (file or data) is valid."""
     try:
-        doc = yaml.safe_load(kubeconfig.read_text()) or {}
-        user = (doc.get("users") or [{}])[0].get("user") or {}
-        if user.get("client-certificate-data"):
-            pem = base64.b64decode(user["client-certificate-data"])
-        else:
-            path = Path(user["client-certificate"])
-            pem = (path if path.is_absolute() else kubeconfig.parent / path).read_bytes()
-        cert = x509.load_pem_x509_certificate(pem)
-    except (OSError, KeyError, IndexError, ValueError, TypeError, yaml.YAMLError):
+        cert = x509.load_pem_x509_certificate(load_kubeconfig(kubeconfig).cert_data or b"")
+    except ValueError:  # KubeconfigError included: missing, unreadable, no certificate
         return False
     return cert.not_valid_before_utc <= now < cert.not_valid_after_utc
 
@@ -81,8 +74,15 @@ async def _wait_issued(client: ApiClient, name: str) -> bytes:
         await asyncio.sleep(0.5)
 
 
-def _write_kubeconfig(kubeconfig: Path, bootstrap: dict[str, Any], cert_file: Path) -> None:
-    cluster = dict(((bootstrap.get("clusters") or [{}])[0].get("cluster")) or {})
+def _write_kubeconfig(kubeconfig: Path, bootstrap: ClientConfig, cert_file: Path) -> None:
+    """The bootstrap kubeconfig's server and CA (inlined), with the new client cert."""
+    cluster: dict[str, Any] = {"server": bootstrap.server}
+    if bootstrap.ca_data:
+        cluster["certificate-authority-data"] = base64.b64encode(bootstrap.ca_data).decode()
+    if bootstrap.insecure_skip_tls_verify:
+        cluster["insecure-skip-tls-verify"] = True
+    if bootstrap.tls_server_name:
+        cluster["tls-server-name"] = bootstrap.tls_server_name
     doc = {"apiVersion": "v1", "kind": "Config",
            "clusters": [{"name": "default-cluster", "cluster": cluster}],
            "contexts": [{"name": "default-context", "context": {
@@ -96,18 +96,7 @@ def _write_kubeconfig(kubeconfig: Path, bootstrap: dict[str, Any], cert_file: Pa
     os.replace(tmp, kubeconfig)
 
 
-def _bootstrap_doc(bootstrap_kubeconfig: Path) -> dict[str, Any]:
-    """The bootstrap kubeconfig with its CA inlined (the new kubeconfig lives elsewhere)."""
-    doc: dict[str, Any] = yaml.safe_load(bootstrap_kubeconfig.read_text()) or {}
-    cluster = (doc.get("clusters") or [{}])[0].get("cluster") or {}
-    if cluster.get("certificate-authority") and not cluster.get("certificate-authority-data"):
-        ca = Path(cluster.pop("certificate-authority"))
-        ca = ca if ca.is_absolute() else bootstrap_kubeconfig.parent / ca
-        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
-    return doc
-
-
-def _store(*, cert_dir: Path, kubeconfig: Path, bootstrap: dict[str, Any], cert_pem: bytes,
+def _store(*, cert_dir: Path, kubeconfig: Path, bootstrap: ClientConfig, cert_pem: bytes,
            key_pem: bytes, now: dt.datetime) -> Path:
     cert_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     target = cert_dir / f"kubelet-client-{now.strftime('%Y-%m-%d-%H-%M-%S')}.pem"
@@ -129,13 +118,13 @@ async def load_client_config(*, kubeconfig: Path, bootstrap_kubeconfig: Path, ce
     if await asyncio.to_thread(client_cert_valid, kubeconfig, now):
         log.info("kubeconfig has a valid client certificate path=%s", kubeconfig)
         return
-    bootstrap = await asyncio.to_thread(_bootstrap_doc, bootstrap_kubeconfig)
+    bootstrap = await asyncio.to_thread(load_kubeconfig, bootstrap_kubeconfig)
     key_pem, csr_pem = _request(node_name)
     body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
             "metadata": {"generateName": "node-csr-"},
             "spec": {"signerName": SIGNER, "request": base64.b64encode(csr_pem).decode(),
                      "usages": ["digital signature", "client auth"]}}
-    async with ApiClient(load_kubeconfig(bootstrap_kubeconfig)) as client:
+    async with ApiClient(bootstrap) as client:
         created = await client.create("certificatesigningrequests", body)
         name = created["metadata"]["name"]
         log.info("waiting for the client certificate csr=%s node=%s", name, node_name)
