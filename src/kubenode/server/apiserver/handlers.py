@@ -24,7 +24,7 @@ from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_pat
 from kubenode.server.apiserver import quota, tables
 from kubenode.server.apiserver.apply import field_set
 from kubenode.server.apiserver.authn import UserInfo
-from kubenode.server.apiserver.managedfields import manager_for, record_update
+from kubenode.server.apiserver.managedfields import record_update
 from kubenode.server.apiserver.registry.resources import STREAMING_SUBRESOURCES, ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
 from kubenode.server.apiserver.requestinfo import RequestInfo
@@ -182,10 +182,6 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
         return self.respond_object(request, res, updated)
 
     # ------------------------------------------------------------------ patch
-    def manager(self, request: web.Request) -> str:
-        return manager_for(request.query.get("fieldManager", ""),
-                           request.headers.get("User-Agent", ""))
-
     async def patch(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str, subresource: str, dry_run: bool,
                     user: UserInfo) -> web.Response:

@@ -13,6 +13,7 @@ from kubenode.api import errors
 from kubenode.api.fields import parse_field_selector
 from kubenode.api.labels import parse_selector
 from kubenode.server.apiserver import tables
+from kubenode.server.apiserver.managedfields import manager_for
 from kubenode.server.apiserver.registry.decode import prune_unknown, type_error
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import ListOptions
@@ -25,6 +26,11 @@ from kubenode.server.apiserver.responses import json_response, read_body, wants_
 class RequestScope:
     def __init__(self, server: APIServer) -> None:
         self.server = server
+
+    def manager(self, request: web.Request) -> str:
+        """The field manager of a write: ?fieldManager=, else from the User-Agent."""
+        return manager_for(request.query.get("fieldManager", ""),
+                           request.headers.get("User-Agent", ""))
 
     def respond_object(self, request: web.Request, res: ResourceInfo, obj: dict[str, Any],
                        status: int = 200) -> web.Response:

@@ -14,7 +14,7 @@ from aiohttp import web
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from kubenode.server.apiserver.apply import field_set
-from kubenode.server.apiserver.managedfields import manager_for, record_update
+from kubenode.server.apiserver.managedfields import record_update
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
 from kubenode.server.apiserver.requestscope import RequestScope
@@ -79,10 +79,9 @@ class SubresourceHandlers(RequestScope):
             if rv:
                 current["metadata"]["resourceVersion"] = rv
             # The scale writer owns spec.replicas, recorded with subresource "scale".
-            record_update(before, current, manager=manager_for(
-                request.query.get("fieldManager", ""), request.headers.get("User-Agent", "")),
-                api_version=store.info.api_version, now=self.server.clock(),
-                subresource="scale", field_set={"f:spec": {"f:replicas": {}}})
+            record_update(before, current, manager=self.manager(request),
+                          api_version=store.info.api_version, now=self.server.clock(),
+                          subresource="scale", field_set={"f:spec": {"f:replicas": {}}})
             return current
 
         obj = await store.guaranteed_update(namespace, name, mutate, dry_run=dry_run)
@@ -155,11 +154,11 @@ class SubresourceHandlers(RequestScope):
                 raise errors.invalid(kind="Pod", name=name, causes=causes)
             before = copy.deepcopy(cur)
             cur.setdefault("spec", {})["ephemeralContainers"] = new_eph
-            record_update(before, cur, manager=manager_for(
-                request.query.get("fieldManager", ""), request.headers.get("User-Agent", "")),
-                api_version=res.api_version, now=self.server.clock(),
-                subresource="ephemeralcontainers",
-                field_set=field_set({"spec": {"ephemeralContainers": new_eph}}, res.model))
+            record_update(before, cur, manager=self.manager(request),
+                          api_version=res.api_version, now=self.server.clock(),
+                          subresource="ephemeralcontainers",
+                          field_set=field_set({"spec": {"ephemeralContainers": new_eph}},
+                                              res.model))
             return cur
 
         obj = await store.guaranteed_update(namespace, name, mutate, subresource="raw",
