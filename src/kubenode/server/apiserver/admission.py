@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-MIRROR = "kubernetes.io/config.mirror"
 DEFAULT_TOLERATION_SECONDS = 300
 
 
@@ -115,8 +114,7 @@ class Admission:
         spec = pod.setdefault("spec", {})
         if not isinstance(spec, dict):
             return
-        if (pod.get("metadata") or {}).get("annotations", {}).get(
-                "kubernetes.io/config.mirror"):
+        if (pod.get("metadata") or {}).get("annotations", {}).get(noderestriction.MIRROR):
             return
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         spec["serviceAccountName"] = sa
@@ -125,7 +123,8 @@ class Admission:
     async def mount_service_account_token(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec")
         md = pod.get("metadata") or {}
-        if not isinstance(spec, dict) or MIRROR in (md.get("annotations") or {}) or \
+        if not isinstance(spec, dict) or noderestriction.MIRROR in (
+                md.get("annotations") or {}) or \
                 spec.get("automountServiceAccountToken") is False:
             return
         containers = [c for key in ("initContainers", "containers")

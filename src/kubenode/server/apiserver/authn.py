@@ -39,6 +39,13 @@ class UserInfo:
 ANONYMOUS = UserInfo(name="system:anonymous", groups=("system:unauthenticated",))
 
 
+def node_name(user: UserInfo) -> str | None:
+    """The node a kubelet's identity (system:node:<name> in system:nodes) stands for."""
+    if "system:nodes" in user.groups and user.name.startswith("system:node:"):
+        return user.name.removeprefix("system:node:")
+    return None
+
+
 class AuthenticationError(Exception):
     pass
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubenode.api import errors
-from kubenode.server.apiserver.authn import UserInfo
+from kubenode.server.apiserver.authn import UserInfo, node_name
 from kubenode.server.apiserver.requestinfo import RequestInfo
 
 if TYPE_CHECKING:
@@ -123,15 +123,14 @@ class Authorizer:
                                          ("authorization.k8s.io", "selfsubjectrulesreviews"),
                                          ("authentication.k8s.io", "selfsubjectreviews")):
             return True, ""
-        if "system:nodes" in user.groups and user.name.startswith("system:node:") and \
-                self.node_authorize(a):
+        node = node_name(user)
+        if node is not None and self.node_authorize(a, node):
             return True, ""
         if await self.rbac(a):
             return True, ""
         return False, ""
 
-    def node_authorize(self, a: Attributes) -> bool:
-        node = a.user.name.removeprefix("system:node:")
+    def node_authorize(self, a: Attributes, node: str) -> bool:
         key = (a.group, a.resource)
         read = a.verb in ("get", "list", "watch")
         if read and key in NODE_READ and not a.subresource:

@@ -18,7 +18,7 @@ import contextvars
 from typing import Any
 
 from kubenode.api import errors
-from kubenode.server.apiserver.authn import UserInfo
+from kubenode.server.apiserver.authn import UserInfo, node_name
 from kubenode.server.apiserver.requestinfo import RequestInfo
 
 REQUEST: contextvars.ContextVar[tuple[UserInfo, RequestInfo] | None] = \
@@ -36,19 +36,13 @@ KUBELET_LABELS = {
 KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
 
 
-def node_name(user: UserInfo) -> str | None:
-    if "system:nodes" in user.groups and user.name.startswith("system:node:"):
-        return user.name.removeprefix("system:node:")
-    return None
-
-
 def _restricted(label: str) -> bool:
     """Labels in the kubernetes.io / k8s.io namespaces a kubelet may not set."""
     prefix = label.partition("/")[0] if "/" in label else ""
     if not (prefix == "kubernetes.io" or prefix.endswith(".kubernetes.io")
             or prefix == "k8s.io" or prefix.endswith(".k8s.io")):
         return False
-    if prefix.endswith(("node-restriction.kubernetes.io",)) or \
+    if prefix.endswith("node-restriction.kubernetes.io") or \
             prefix == "node-role.kubernetes.io":
         return True
     if label in KUBELET_LABELS:
