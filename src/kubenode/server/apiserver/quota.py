@@ -57,7 +57,7 @@ def pod_usage(pod: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def _qty(r: str, v: Decimal) -> str:
-    return format_quantity(v, binary=r not in ("cpu",) and v == v.to_integral_value())
+    return format_quantity(v, binary=r != "cpu" and v == v.to_integral_value())
 
 
 def _check_ratio(info: ResourceInfo, name: str, kind: str, ratios: dict[str, Any],

@@ -405,49 +405,33 @@ BOOTSTRAP_CLUSTER_ROLES: list[dict[str, Any]] = [
                 "verbs": ["create", "patch", "update"]}]},
 ]
 
-def _group_binding(name: str, role: str, group: str) -> dict[str, Any]:
+
+def _binding(name: str, role: str, kind: str, subject: str) -> dict[str, Any]:
+    """A ClusterRoleBinding of ClusterRole `role` to one User or Group."""
     return {"metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                         "name": role},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                          "name": group}]}
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind,
+                          "name": subject}]}
 
 
 BOOTSTRAP_BINDINGS: list[dict[str, Any]] = [
     # Joining nodes (bootstrap tokens) and renewing ones, as kubeadm binds them.
-    _group_binding("kubenode:kubelet-bootstrap", "system:node-bootstrapper",
-                   "system:bootstrappers"),
-    _group_binding("kubenode:node-autoapprove-bootstrap",
-                   "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-                   "system:bootstrappers"),
-    _group_binding("kubenode:node-autoapprove-certificate-rotation",
-                   "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-                   "system:nodes"),
-    {"metadata": {"name": "cluster-admin"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "cluster-admin"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                   "name": "system:masters"}]},
-    {"metadata": {"name": "system:discovery"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:discovery"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
-                   "name": "system:authenticated"}]},
-    {"metadata": {"name": "system:kube-scheduler"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:kube-scheduler"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                   "name": "system:kube-scheduler"}]},
-    {"metadata": {"name": "system:kube-controller-manager"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:kube-controller-manager"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                   "name": "system:kube-controller-manager"}]},
-    {"metadata": {"name": "system:node-proxier"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:node-proxier"},
-     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                   "name": "system:kube-proxy"}]},
+    _binding("kubenode:kubelet-bootstrap", "system:node-bootstrapper", "Group",
+             "system:bootstrappers"),
+    _binding("kubenode:node-autoapprove-bootstrap",
+             "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group",
+             "system:bootstrappers"),
+    _binding("kubenode:node-autoapprove-certificate-rotation",
+             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group",
+             "system:nodes"),
+    _binding("cluster-admin", "cluster-admin", "Group", "system:masters"),
+    _binding("system:discovery", "system:discovery", "Group", "system:authenticated"),
+    _binding("system:kube-scheduler", "system:kube-scheduler", "User",
+             "system:kube-scheduler"),
+    _binding("system:kube-controller-manager", "system:kube-controller-manager", "User",
+             "system:kube-controller-manager"),
+    _binding("system:node-proxier", "system:node-proxier", "User", "system:kube-proxy"),
 ]
 
 
