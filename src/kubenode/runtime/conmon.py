@@ -184,11 +184,6 @@ class Monitors:
             self._epoll.unregister(fd)
             os.close(fd)
 
-    def close(self) -> None:
-        for ident in list(self._fds):
-            self.forget(ident)
-        self._epoll.close()
-
 
 def pid_alive(pidfile: Path) -> bool:
     try:
