@@ -12,7 +12,7 @@ import pytest
 from kubenode.proxy.changetracker import EndpointsChangeTracker, ServiceChangeTracker
 from kubenode.proxy.config import ConfigError, ProxyConfig, parse_duration
 from kubenode.proxy.proxier import SyncRunner
-from kubenode.proxy.topology import build_views
+from kubenode.proxy.topology import ServiceViews
 from kubenode.proxy.types import ServicePortName, service_ports
 
 from .conftest import ep, eps, svc
@@ -86,10 +86,86 @@ def test_endpoint_selection() -> None:
     em: dict = {}  # type: ignore[type-arg]
     st.apply(sm)
     et.apply(em)
-    (v,) = build_views(sm, em, "node-a")
+    views = ServiceViews("node-a")
+    views.update(sm, em)
+    (v,) = views.views.values()
     assert [e.ip for e in v.cluster] == ["10.42.0.1"]
     assert [e.ip for e in v.local] == ["10.42.0.2"]  # only a serving terminating one
     assert [e.ip for e in v.internal] == ["10.42.0.2"]
+
+
+def test_views_follow_only_the_ports_a_sync_is_given() -> None:
+    st, et = ServiceChangeTracker(), EndpointsChangeTracker()
+    sm: dict = {}  # type: ignore[type-arg]
+    em: dict = {}  # type: ignore[type-arg]
+    for name, ip in (("a", "10.43.0.1"), ("b", "10.43.0.2")):
+        st.update(None, svc(name, ip))
+        et.update(eps(name, [ep("10.42.0.1")]))
+    st.apply(sm)
+    et.apply(em)
+    views = ServiceViews("node-a")
+    a, b = (ServicePortName("default", n, "http", "TCP") for n in "ab")
+    assert views.update(sm, em) == {a, b}
+    before = dict(views.views)
+    et.update(eps("a", [ep("10.42.0.1"), ep("10.42.0.2")]))
+    r = et.apply(em)
+    assert r.ports == {a}
+    assert views.update(sm, em, r.ports) == {a}
+    assert views.views[b] is before[b] and views.views[a] is not before[a]
+    # a change no category selects (a not-ready, not-serving endpoint): same view object
+    et.update(eps("a", [ep("10.42.0.1"), ep("10.42.0.2"), ep("10.42.0.3", ready=False)]))
+    r = et.apply(em)
+    kept = views.views[a]
+    assert views.update(sm, em, r.ports) == set() and views.views[a] is kept
+    st.update(svc("a", "10.43.0.1"), None)
+    rs = st.apply(sm)
+    assert views.update(sm, em, rs.ports) == {a} and set(views.views) == {b}
+
+
+async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    """Two ports of one service share the cluster IP: removing one port must not take the
+    IP out of cluster-ips; removing the service does. Only the changed port is rendered."""
+    from kubenode.proxy import nftables
+
+    scripts: list[str] = []
+
+    async def fake_nft(args: list[str], stdin: str | None = None) -> str:
+        if stdin is not None:
+            scripts.append(stdin)
+        return '{"nftables": []}'
+
+    monkeypatch.setattr(nftables, "run_nft", fake_nft)
+    backend = nftables.NftablesBackend(table="t")
+    st, et = ServiceChangeTracker(), EndpointsChangeTracker()
+    sm: dict = {}  # type: ignore[type-arg]
+    em: dict = {}  # type: ignore[type-arg]
+    two = svc("s", "10.43.0.7", {"name": "a", "port": 80}, {"name": "b", "port": 81})
+    st.update(None, two)
+    et.update(eps("s", [ep("10.42.0.1")], {"name": "a", "port": 8080},
+                  {"name": "b", "port": 8081}))
+    st.apply(sm)
+    et.apply(em)
+    views = ServiceViews("n")
+    views.update(sm, em)
+    full_rules = await backend.sync(views.views, changed=None)
+    assert "add element ip t cluster-ips { 10.43.0.7 }" in scripts[-1]
+
+    one = svc("s", "10.43.0.7", {"name": "a", "port": 80})
+    st.update(two, one)
+    rules = await backend.sync(views.views, changed=views.update(sm, em, st.apply(sm).ports))
+    script = scripts[-1]
+    assert "10.43.0.7 . tcp . 81" in script and "10.43.0.7 . tcp . 80" not in script
+    assert "cluster-ips {" not in script.replace("add set ip t cluster-ips {", "")
+    assert "delete chain ip t service-" in script and rules < full_rules
+    assert "/s/tcp/a" not in script  # the unchanged port is not rewritten
+
+    st.update(one, None)
+    rules = await backend.sync(views.views, changed=views.update(sm, em, st.apply(sm).ports))
+    assert "delete element ip t cluster-ips { 10.43.0.7 }" in scripts[-1]
+    calls = len(scripts)
+    assert await backend.sync(views.views, changed=set()) == rules
+    assert len(scripts) == calls  # nothing changed: no transaction
 
 
 def test_config_file_and_durations(tmp_path: Path) -> None:
@@ -144,8 +220,8 @@ class FlakyBackend:
         self.fail = False
         self.calls: list[bool] = []
 
-    async def sync(self, views: list[object], *, full: bool) -> int:
-        self.calls.append(full)
+    async def sync(self, views: dict[object, object], *, changed: set[object] | None) -> int:
+        self.calls.append(changed is None)
         if self.fail:
             raise RuntimeError("nft: boom")
         return len(views)

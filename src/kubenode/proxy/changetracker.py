@@ -45,6 +45,7 @@ class _Change(Generic[T]):
 @dataclass(slots=True, kw_only=True)
 class ServiceUpdateResult:
     updated: set[NamespacedName] = field(default_factory=set)
+    ports: set[ServicePortName] = field(default_factory=set)  # before or after
     # cluster IPs of UDP service ports that went away (conntrack entries to flush)
     deleted_udp_cluster_ips: set[str] = field(default_factory=set)
 
@@ -77,6 +78,7 @@ class ServiceChangeTracker:
         result = ServiceUpdateResult()
         for key, change in self._items.items():
             result.updated.add(key)
+            result.ports.update(change.previous, change.current)
             for spn, info in change.previous.items():
                 service_map.pop(spn, None)
                 new = change.current.get(spn)
@@ -90,6 +92,7 @@ class ServiceChangeTracker:
 @dataclass(slots=True, kw_only=True)
 class EndpointsUpdateResult:
     updated: set[NamespacedName] = field(default_factory=set)
+    ports: set[ServicePortName] = field(default_factory=set)  # before or after
     # UDP endpoints that went away: flush conntrack entries DNATed to them
     stale_endpoints: list[tuple[ServicePortName, Endpoint]] = field(default_factory=list)
     # UDP service ports that went from no endpoints to some: flush entries that
@@ -164,6 +167,7 @@ class EndpointsChangeTracker:
         result = EndpointsUpdateResult(trigger_times=dict(self._trigger))
         for svc, change in self._items.items():
             result.updated.add(svc)
+            result.ports.update(change.previous, change.current)
             for spn, old in change.previous.items():
                 endpoints_map.pop(spn, None)
                 if spn.protocol != "UDP":

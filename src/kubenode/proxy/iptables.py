@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kubenode.proxy.topology import ServiceView, port_hash
+from kubenode.proxy.types import ServicePortName
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +221,12 @@ class IptablesBackend:
                 if rc != 0:
                     raise IptablesError(f"iptables -I {chain}: {err.strip()}")
 
-    async def sync(self, views: list[ServiceView], *, full: bool) -> int:
-        desired = self.build(views)
-        applied = None if full else self._applied
+    async def sync(self, views: Mapping[ServicePortName, ServiceView], *,
+                   changed: set[ServicePortName] | None) -> int:
+        if changed is not None and not changed and self._applied is not None:
+            return sum(self.rule_counts.values())
+        desired = self.build([views[k] for k in sorted(views)])
+        applied = None if changed is None else self._applied
         self._applied = None
         self.last_script = ""
         for table in ("filter", "nat"):

@@ -20,15 +20,19 @@ Layout (names as upstream's kube-proxy table):
 
 Full sync: declare everything, flush every chain and map and refill them, delete
 chains/maps/sets that are no longer wanted (affinity sets that stay are never flushed,
-so ClientIP affinity survives). Partial sync: diff against what the last successful
-sync applied; only changed chains are flushed and rewritten, map elements are
-added/removed one by one, stale chains deleted."""
+so ClientIP affinity survives). Partial sync: only the service ports whose view changed
+are rendered and diffed against what the last successful sync applied for them; their
+changed chains are flushed and rewritten, map and set elements added/removed one by one,
+stale chains deleted. Its cost follows the change, not the table (Python side: ~1 ms
+for one service port at 10k services)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kubenode.proxy.topology import ServiceView
@@ -77,7 +81,7 @@ def _proto(p: str) -> str:
     return p.lower()
 
 
-def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
+def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
                   service_cidrs: list[str], masquerade_all: bool = False,
                   cache: dict[ServicePortName, tuple[ServiceView, Ruleset]] | None = None,
                   ) -> Ruleset:
@@ -133,28 +137,37 @@ def build_ruleset(views: list[ServiceView], *, cluster_cidr: str | None,
         if hit is not None and hit[0] is v:
             frag = hit[1]
         else:
-            frag = Ruleset()
-            _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
+            frag = fragment(v, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
         if cache is not None:
             fresh[v.name] = (v, frag)
-        ch.update(frag.chains)
-        rs.sets.update(frag.sets)
+        _merge(rs, frag)
         rs.cluster_ips |= frag.cluster_ips
         rs.hairpin |= frag.hairpin
-        for m, elems in frag.maps.items():
-            rs.maps[m].update(elems)
     if cache is not None:
         cache.clear()
         cache.update(fresh)
     return rs
 
 
+def _merge(into: Ruleset, frag: Ruleset) -> None:
+    """A service port's chains, sets and map elements into `into` (not the shared
+    cluster-ips and hairpin-endpoints sets: callers know whether they are shared)."""
+    into.chains.update(frag.chains)
+    into.sets.update(frag.sets)
+    for m, elems in frag.maps.items():
+        into.maps[m].update(elems)
+
+
+def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool) -> Ruleset:
+    frag = Ruleset(maps={m: {} for m in MAPS})
+    _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
+    return frag
+
+
 def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
                    masquerade_all: bool) -> None:
     """The chains, sets and map elements of one service port."""
     ch = rs.chains
-    for m in MAPS:
-        rs.maps.setdefault(m, {})
     info = v.info
     proto = _proto(info.protocol)
     port_name = v.name.port or f"p{info.port}"
@@ -349,7 +362,9 @@ async def run_nft(args: list[str], stdin: str | None = None) -> str:
 
 
 class NftablesBackend:
-    """Renders and applies the table; remembers what the last successful sync applied."""
+    """Renders and applies the table. Remembers, per service port, the fragment the
+    last successful sync applied, and how many fragments hold each cluster IP and
+    hairpin pair (shared between the ports of a service, or between services)."""
 
     name = "nftables"
 
@@ -359,8 +374,11 @@ class NftablesBackend:
         self.cluster_cidr = cluster_cidr
         self.service_cidrs = list(service_cidrs or [])
         self.masquerade_all = masquerade_all
-        self._applied: Ruleset | None = None
-        self._cache: dict[ServicePortName, tuple[ServiceView, Ruleset]] = {}
+        self._frags: dict[ServicePortName, tuple[ServiceView, Ruleset]] = {}
+        self._ips: Counter[str] = Counter()
+        self._pairs: Counter[str] = Counter()  # hairpin-endpoints elements
+        self._rules = 0
+        self._synced = False  # False: what the table holds is unknown -> full sync
         self.last_script = ""
 
     async def _existing(self) -> tuple[set[str], set[str]]:
@@ -379,21 +397,93 @@ class NftablesBackend:
                     names.add(obj["name"])
         return chains, sets
 
-    async def sync(self, views: list[ServiceView], *, full: bool) -> int:
-        desired = build_ruleset(views, cluster_cidr=self.cluster_cidr,
+    async def sync(self, views: Mapping[ServicePortName, ServiceView], *,
+                   changed: set[ServicePortName] | None) -> int:
+        if changed is None or not self._synced:
+            return await self._full(views)
+        return await self._partial(views, changed)
+
+    async def _full(self, views: Mapping[ServicePortName, ServiceView]) -> int:
+        frags = dict(self._frags)
+        desired = build_ruleset((views[k] for k in sorted(views)),
+                                cluster_cidr=self.cluster_cidr,
                                 service_cidrs=self.service_cidrs,
-                                masquerade_all=self.masquerade_all, cache=self._cache)
-        applied = None if full else self._applied
-        chains, sets = (await self._existing()) if applied is None else (set(), set())
-        script = render(self.table, desired, applied, chains, sets)
-        self._applied = None
+                                masquerade_all=self.masquerade_all, cache=frags)
+        chains, sets = await self._existing()
+        await self._apply(render(self.table, desired, None, chains, sets))
+        self._frags = frags
+        self._ips, self._pairs = Counter(), Counter()
+        for _, frag in frags.values():
+            self._ips.update(frag.cluster_ips)
+            self._pairs.update(frag.hairpin)
+        self._rules = desired.rule_count()
+        self._synced = True
+        return self._rules
+
+    async def _partial(self, views: Mapping[ServicePortName, ServiceView],
+                       changed: set[ServicePortName]) -> int:
+        """Only the changed ports' fragments: the old ones are `applied`, the new ones
+        `desired`, and render() diffs the two. Two services claiming the same map key
+        (the same external IP and port) is a conflict upstream leaves undefined too; a
+        partial sync may drop the survivor's element until the next full sync."""
+        if not changed:
+            return self._rules
+        old, new = Ruleset(maps={m: {} for m in MAPS}), Ruleset(maps={m: {} for m in MAPS})
+        fresh: dict[ServicePortName, tuple[ServiceView, Ruleset] | None] = {}
+        ips: Counter[str] = Counter()
+        pairs: Counter[str] = Counter()
+        rules = self._rules
+        for spn in changed:
+            hit = self._frags.get(spn)
+            if hit is not None:
+                _merge(old, hit[1])
+                ips.subtract(hit[1].cluster_ips)
+                pairs.subtract(hit[1].hairpin)
+                rules -= hit[1].rule_count()
+            v = views.get(spn)
+            if v is None:
+                fresh[spn] = None
+                continue
+            frag = fragment(v, cluster_cidr=self.cluster_cidr,
+                            masquerade_all=self.masquerade_all)
+            fresh[spn] = (v, frag)
+            _merge(new, frag)
+            ips.update(frag.cluster_ips)
+            pairs.update(frag.hairpin)
+            rules += frag.rule_count()
+        # a shared element goes when its last holder does, comes with its first
+        for delta, refs, in_old, in_new in ((ips, self._ips, old.cluster_ips, new.cluster_ips),
+                                            (pairs, self._pairs, old.hairpin, new.hairpin)):
+            for key, d in delta.items():
+                before = refs[key]
+                if before > 0 and before + d <= 0:
+                    in_old.add(key)
+                elif before <= 0 < before + d:
+                    in_new.add(key)
+        await self._apply(render(self.table, new, old, set(), set()))
+        for spn, entry in fresh.items():
+            if entry is None:
+                self._frags.pop(spn, None)
+            else:
+                self._frags[spn] = entry
+        for delta, refs in ((ips, self._ips), (pairs, self._pairs)):
+            for key, d in delta.items():
+                if refs[key] + d > 0:
+                    refs[key] += d
+                else:
+                    del refs[key]
+        self._rules = rules
+        return rules
+
+    async def _apply(self, script: str) -> None:
+        self._synced = False
         self.last_script = script
         await run_nft(["-f", "-"], script)
-        self._applied = desired
-        return desired.rule_count()
+        self._synced = True
 
     async def cleanup(self) -> None:
-        self._applied = None
+        self._synced = False
+        self._frags.clear()
         try:
             await run_nft(["delete", "table", "ip", self.table])
         except NftError as err:

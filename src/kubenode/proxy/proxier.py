@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from kubenode.proxy.changetracker import (
@@ -29,7 +29,7 @@ from kubenode.proxy.changetracker import (
 from kubenode.proxy.conntrack import ConntrackCleaner
 from kubenode.proxy.healthcheck import ProxierHealth, ServiceHealthServer
 from kubenode.proxy.metrics import ProxyMetrics
-from kubenode.proxy.topology import ServiceView, build_views, local_endpoint_counts
+from kubenode.proxy.topology import ServiceView, ServiceViews, local_endpoint_counts
 from kubenode.proxy.types import ServicePortName
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,13 @@ log = logging.getLogger(__name__)
 class Backend(Protocol):
     name: str
 
-    async def sync(self, views: list[ServiceView], *, full: bool) -> int: ...
+    async def sync(self, views: Mapping[ServicePortName, ServiceView], *,
+                   changed: set[ServicePortName] | None) -> int:
+        """Apply `views` (all of them) in one transaction; `changed`: the ports whose
+        view differs from the previous call's (None: a full sync). Returns the rule
+        count."""
+        ...
+
     async def cleanup(self) -> None: ...
 
 
@@ -95,7 +101,7 @@ class Proxier:
         self.endpoints = EndpointsChangeTracker()
         self.service_map: ServicePortMap = {}
         self.endpoints_map: EndpointsMap = {}
-        self._views: dict[ServicePortName, tuple[object, object, ServiceView]] = {}
+        self.views = ServiceViews(node_name)
         self.services_synced = False
         self.endpointslices_synced = False
         self.need_full_sync = True
@@ -181,12 +187,13 @@ class Proxier:
         ep_result = self.endpoints.apply(self.endpoints_map)
         self.metrics.service_changes_pending.set(0)
         self.metrics.endpoint_changes_pending.set(0)
-        views = build_views(self.service_map, self.endpoints_map, self.node_name,
-                            cache=self._views)
+        changed = self.views.update(self.service_map, self.endpoints_map,
+                                    None if full else svc_result.ports | ep_result.ports)
         # a failure below must not lose these changes: the next (full) sync rebuilds
         # everything from the maps, which already hold them
         self.need_full_sync = True
-        self.last_rule_count = await self.backend.sync(views, full=full)
+        self.last_rule_count = await self.backend.sync(self.views.views,
+                                                       changed=None if full else changed)
         self.need_full_sync = False
         if full:
             self._last_full = start
@@ -196,11 +203,12 @@ class Proxier:
             await self._clean_conntrack(svc_result.deleted_udp_cluster_ips,
                                         ep_result.stale_endpoints,
                                         ep_result.stale_service_names)
+        local = self.views.local_policy.values()
         if self.service_health is not None:
             ports = {v.info.health_check_node_port: (v.name.namespace, v.name.name)
-                     for v in views
+                     for v in local
                      if v.info.health_check_node_port and v.info.external_policy_local}
-            await self.service_health.sync(ports, local_endpoint_counts(views))
+            await self.service_health.sync(ports, local_endpoint_counts(local))
 
         elapsed = self._mono() - start
         self.metrics.sync_duration.observe(elapsed)
@@ -212,10 +220,10 @@ class Proxier:
             if now >= t:
                 self.metrics.network_programming.observe(now - t)
         self.metrics.no_local_endpoints.labels("internal").set(
-            sum(1 for v in views if v.info.internal_policy_local and v.any_endpoints
+            sum(1 for v in local if v.info.internal_policy_local and v.any_endpoints
                 and not v.internal))
         self.metrics.no_local_endpoints.labels("external").set(
-            sum(1 for v in views if v.info.external_policy_local and v.any_endpoints
+            sum(1 for v in local if v.info.external_policy_local and v.any_endpoints
                 and not v.external))
         for table, n in (getattr(self.backend, "rule_counts", None) or {}).items():
             self.metrics.iptables_total.labels(table).set(n)

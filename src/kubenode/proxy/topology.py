@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kubenode.proxy.changetracker import EndpointsMap, ServicePortMap
@@ -57,34 +58,58 @@ def port_hash(text: str, length: int = 16) -> str:
     return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length]
 
 
-def build_views(services: ServicePortMap, endpoints: EndpointsMap, node_name: str, *,
-                cache: dict[ServicePortName, tuple[object, object, ServiceView]] | None = None,
-                ) -> list[ServiceView]:
-    """Views in name order. `cache` (kept by the caller between syncs) reuses the view of
-    every port whose ServicePort and endpoint tuple are the very same objects as last
-    time (the change trackers replace both only when they change), so a partial sync
-    does not re-categorize 100k endpoints and the backends can compare views by identity."""
-    views = []
-    fresh: dict[ServicePortName, tuple[object, object, ServiceView]] = {}
-    no_eps: tuple[Endpoint, ...] = ()
-    for spn in sorted(services):
-        info = services[spn]
-        eps = endpoints.get(spn, no_eps)
-        hit = cache.get(spn) if cache is not None else None
-        if hit is not None and hit[0] is info and hit[1] is eps:
-            view = hit[2]
-        else:
+class ServiceViews:
+    """The views of every service port, kept between syncs. `update()` re-categorizes
+    only the ports it is given (a partial sync: the ports the change trackers touched)
+    and, of those, replaces a view only when its ServicePort or endpoint tuple is a
+    different object (the trackers replace both only when they change). The backends
+    compare views by identity, so an unchanged port costs a partial sync nothing."""
+
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+        self.views: dict[ServicePortName, ServiceView] = {}
+        # ports with a local traffic policy or a health check node port (few): the
+        # health check server and the no-local-endpoints metrics read only these
+        self.local_policy: dict[ServicePortName, ServiceView] = {}
+        self._sources: dict[ServicePortName, tuple[ServicePort, tuple[Endpoint, ...]]] = {}
+
+    def update(self, services: ServicePortMap, endpoints: EndpointsMap,
+               ports: set[ServicePortName] | None = None) -> set[ServicePortName]:
+        """Bring the views of `ports` (None: all) up to date; the ports whose view was
+        added, replaced or removed."""
+        candidates = set(services) | set(self.views) if ports is None else ports
+        changed: set[ServicePortName] = set()
+        no_eps: tuple[Endpoint, ...] = ()
+        for spn in candidates:
+            info = services.get(spn)
+            if info is None:
+                if self.views.pop(spn, None) is not None:
+                    changed.add(spn)
+                self._sources.pop(spn, None)
+                self.local_policy.pop(spn, None)
+                continue
+            eps = endpoints.get(spn, no_eps)
+            src = self._sources.get(spn)
+            if src is not None and src[0] is info and src[1] is eps:
+                continue
             view = ServiceView(name=spn, info=info, cluster=_pick(eps),
-                               local=_pick([e for e in eps if e.is_local(node_name)]))
-        fresh[spn] = (info, eps, view)
-        views.append(view)
-    if cache is not None:
-        cache.clear()
-        cache.update(fresh)
-    return views
+                               local=_pick([e for e in eps if e.is_local(self.node_name)]))
+            self._sources[spn] = (info, eps)
+            old = self.views.get(spn)
+            if old is not None and old == view:
+                view = old  # e.g. a change to an endpoint no category selects
+            else:
+                changed.add(spn)
+            self.views[spn] = view
+            if info.internal_policy_local or info.external_policy_local or \
+                    info.health_check_node_port:
+                self.local_policy[spn] = view
+            else:
+                self.local_policy.pop(spn, None)
+        return changed
 
 
-def local_endpoint_counts(views: list[ServiceView]) -> dict[tuple[str, str], int]:
+def local_endpoint_counts(views: Iterable[ServiceView]) -> dict[tuple[str, str], int]:
     """Services with a health check node port -> number of local endpoints."""
     counts: dict[tuple[str, str], int] = {}
     for v in views:
