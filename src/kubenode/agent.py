@@ -1,11 +1,13 @@
 """`kubenode agent`: the node's agents in one process, kubelet and kube-proxy, under one
-TaskGroup; SIGTERM/SIGINT stop both. kube-proxy runs only with a --kubeconfig."""
+TaskGroup; SIGTERM/SIGINT stop both. kube-proxy runs only with a --kubeconfig, and uses
+--kube-proxy-kubeconfig instead when given (its own identity, as `kubenode up` does)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
@@ -31,6 +33,8 @@ def _proxy_runner(args: argparse.Namespace,
     except conf.ConfigError as err:
         log.error("kube-proxy config: %s", err)
         return None
+    if args.kube_proxy_kubeconfig:
+        config = dataclasses.replace(config, kubeconfig=args.kube_proxy_kubeconfig)
     server = app.ProxyServer(config)
     return lambda: server.run()
 

@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent = sub.add_parser("agent", help="kubelet + kube-proxy for one node")
     _kubelet_flags(agent)
     _proxy_flags(agent)
+    agent.add_argument("--kube-proxy-kubeconfig", default="",
+                       help="kube-proxy's kubeconfig (default: the kubelet's --kubeconfig)")
     agent.set_defaults(entry="kubenode.agent:main")
 
     kubelet = sub.add_parser("kubelet", help="the node agent alone")

@@ -18,7 +18,8 @@ registry).
 `--kubelet-arg` / `--kube-proxy-arg key=value` pass flags to the agent (as k3s).
 Containers keep running across restarts of `kubenode up`, as with any kubelet restart.
 
-Layout under --data-dir: server files and kubeconfig.yaml, runtime/ (kubenode runtime
+Layout under --data-dir: server files and kubeconfig.yaml (admin), agent/ (the kubelet's
+and kube-proxy's own certificates and kubeconfigs), runtime/ (kubenode runtime
 root) or containerd/ (config, root, state, CNI conf), kubelet/ (root dir), images/
 (built OCI layouts), registry/ (config.yml, storage), logs/ (children's logs). With the
 default data dir the runtime socket, state and pod logs are at the DESIGN defaults
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kubenode.cli import DEFAULT_DATA_DIR
+from kubenode.server.apiserver.pki import PKI, issue_client_files, write_kubeconfig
 
 IMAGES = {"busybox": "docker.io/library/busybox:latest", "pause": "registry.k8s.io/pause:3.10"}
 # name in the local registry; a mirror of REGISTRY serves REGISTRY/<path> as <path>
@@ -77,6 +79,13 @@ class Layout:
     @property
     def kubeconfig(self) -> Path:
         return self.data_dir / "kubeconfig.yaml"
+
+    @property
+    def agent_dir(self) -> Path:
+        """The agent's own credentials (as k3s' agent/): the kubelet is the node
+        (system:node:<name>, group system:nodes: the Node authorizer and NodeRestriction
+        hold it to its own objects), kube-proxy is system:kube-proxy (system:node-proxier)."""
+        return self.data_dir / "agent"
 
     @property
     def pod_logs_dir(self) -> Path:
@@ -287,6 +296,22 @@ state = "{base}/state"
     return cfg
 
 
+def agent_kubeconfigs(layout: Layout, *, server: str, node_name: str) -> tuple[Path, Path]:
+    """Client certificates from the cluster CA for the kubelet and kube-proxy, issued on
+    every start (the node name may have changed) and written as kubeconfigs."""
+    pki = PKI(dir=layout.data_dir / "pki")
+    layout.agent_dir.mkdir(mode=0o700, exist_ok=True)
+    out = []
+    for name, cn, orgs in (("kubelet", f"system:node:{node_name}", ["system:nodes"]),
+                           ("kube-proxy", "system:kube-proxy", [])):
+        cert, key = layout.agent_dir / f"{name}.crt", layout.agent_dir / f"{name}.key"
+        issue_client_files(pki, cn=cn, orgs=orgs, cert_path=cert, key_path=key)
+        path = layout.agent_dir / f"{name}.kubeconfig"
+        write_kubeconfig(pki, path=path, server=server, cert=cert, key=key, user=cn)
+        out.append(path)
+    return out[0], out[1]
+
+
 @dataclass(kw_only=True)
 class Up:
     args: argparse.Namespace
@@ -335,8 +360,10 @@ class Up:
             _wait(lambda: lay.socket.exists(), runtime, "runtime")
         _wait(lambda: _server_ready(url, lay.data_dir / "pki" / "ca.crt") and
               lay.kubeconfig.exists(), server, "API server")
+        kubelet_kc, proxy_kc = agent_kubeconfigs(lay, server=url, node_name=a.node_name)
         agent = Child(name="agent", log=lay.logs / "agent.log", argv=_kubenode(
-            "agent", "--kubeconfig", str(lay.kubeconfig), "--node-name", a.node_name,
+            "agent", "--kubeconfig", str(kubelet_kc), "--kube-proxy-kubeconfig",
+            str(proxy_kc), "--node-name", a.node_name,
             "--container-runtime-endpoint", f"unix://{lay.socket}",
             "--root-dir", str(lay.data_dir / "kubelet"),
             "--pod-logs-dir", str(lay.pod_logs_dir), "--cluster-dns", "10.43.0.10",

@@ -245,6 +245,47 @@ def test_node_authorizer_and_static_tokens(server: APIServerProcess,
     core.delete_namespaced_pod("theirs", "default", grace_period_seconds=0)
     core.delete_namespaced_pod("static-n-own", "default", grace_period_seconds=0)
 
+    # secrets, configmaps, claims, volumes and SA tokens: only what its pods reference
+    for kind, create in (("s", core.create_namespaced_secret),
+                         ("c", core.create_namespaced_config_map)):
+        for who in ("mine", "theirs"):
+            create("default", {"metadata": {"name": f"{kind}-{who}"}, "data": {}})
+    core.create_persistent_volume({"metadata": {"name": "pv-mine"}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+        "hostPath": {"path": "/tmp"}}})
+    core.create_namespaced_persistent_volume_claim("default", {
+        "metadata": {"name": "claim-mine"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "volumeName": "pv-mine",
+            "resources": {"requests": {"storage": "1Gi"}}}})
+    core.create_namespaced_service_account("default", {"metadata": {"name": "sa-mine"}})
+    core.create_namespaced_pod("default", {"metadata": {"name": "refs"}, "spec": {
+        "nodeName": "n-own", "serviceAccountName": "sa-mine",
+        "volumes": [{"name": "p", "projected": {"sources": [
+                        {"secret": {"name": "s-mine"}}]}},
+                    {"name": "v", "persistentVolumeClaim": {"claimName": "claim-mine"}}],
+        "containers": [{"name": "c", "image": "busybox", "envFrom": [
+            {"configMapRef": {"name": "c-mine"}}]}]}})
+    assert node_api.read_namespaced_secret("s-mine", "default").metadata.name == "s-mine"
+    assert node_api.read_namespaced_config_map("c-mine", "default").metadata.name == "c-mine"
+    node_api.read_namespaced_persistent_volume_claim("claim-mine", "default")
+    node_api.read_persistent_volume("pv-mine")
+    token = node_api.create_namespaced_service_account_token("sa-mine", "default", {
+        "spec": {"audiences": [], "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                                     "name": "refs"}}})
+    assert token.status.token
+    for call in (lambda: node_api.read_namespaced_secret("s-theirs", "default"),
+                 lambda: node_api.read_namespaced_config_map("c-theirs", "default"),
+                 lambda: node_api.list_namespaced_secret("default"),
+                 lambda: node_api.create_namespaced_service_account_token(
+                     "default", "default", {"spec": {"audiences": []}})):
+        with pytest.raises(ApiException) as err:
+            call()
+        assert err.value.status == 403
+    core.delete_namespaced_pod("refs", "default", grace_period_seconds=0)
+    with pytest.raises(ApiException) as err:  # the reference went with the pod
+        node_api.read_namespaced_secret("s-mine", "default")
+    assert err.value.status == 403
+
 
 def test_static_token_file() -> None:
     with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp:

@@ -1,9 +1,12 @@
 """Authorization (upstream plugin/pkg/auth/authorizer): Node authorizer, then RBAC.
 
 - `system:masters` may do everything (as upstream's cluster-admin binding).
-- Node authorizer (simplified): users `system:node:<name>` in `system:nodes` may read
-  what a kubelet reads, write their own Node, Lease and pod status, create events,
-  delete pods bound to them, create CSRs and TokenReviews/SubjectAccessReviews.
+- Node authorizer: users `system:node:<name>` in `system:nodes` may read what a kubelet
+  reads, write their own Node, Lease and pod status, create events, delete pods bound to
+  them, create CSRs and TokenReviews/SubjectAccessReviews. Secrets, ConfigMaps,
+  PersistentVolumeClaims and PersistentVolumes they may only `get`, by name, and
+  ServiceAccount tokens only create, when a pod bound to the node references the object
+  (upstream's graph; here looked up from the node's pods at request time).
 - RBAC: ClusterRoleBindings and RoleBindings to ClusterRoles/Roles stored in the API.
 - Anyone (also anonymous) may GET health, version and discovery paths
   (`system:public-info-viewer`, `system:discovery` for authenticated users).
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubenode.api import errors
+from kubenode.api.fields import parse_field_selector
 from kubenode.server.apiserver.authn import UserInfo, node_name
 from kubenode.server.apiserver.requestinfo import RequestInfo
 
@@ -27,8 +31,7 @@ DISCOVERY = ("/api", "/apis", "/openapi", "/.well-known/openid-configuration",
              "/openid/v1/jwks")
 
 NODE_READ = {("", "pods"), ("", "nodes"), ("", "services"), ("", "endpoints"),
-             ("", "configmaps"), ("", "secrets"), ("", "persistentvolumeclaims"),
-             ("", "persistentvolumes"), ("", "namespaces"), ("", "serviceaccounts"),
+             ("", "namespaces"),
              ("discovery.k8s.io", "endpointslices"), ("coordination.k8s.io", "leases"),
              ("storage.k8s.io", "storageclasses"), ("node.k8s.io", "runtimeclasses"),
              ("certificates.k8s.io", "certificatesigningrequests")}
@@ -124,17 +127,24 @@ class Authorizer:
                                          ("authentication.k8s.io", "selfsubjectreviews")):
             return True, ""
         node = node_name(user)
-        if node is not None and self.node_authorize(a, node):
+        if node is not None and await self.node_authorize(a, node):
             return True, ""
         if await self.rbac(a):
             return True, ""
         return False, ""
 
-    def node_authorize(self, a: Attributes, node: str) -> bool:
+    async def node_authorize(self, a: Attributes, node: str) -> bool:
         key = (a.group, a.resource)
         read = a.verb in ("get", "list", "watch")
         if read and key in NODE_READ and not a.subresource:
             return True
+        if key in (("", "secrets"), ("", "configmaps"), ("", "persistentvolumeclaims"),
+                   ("", "persistentvolumes")):
+            return a.verb == "get" and not a.subresource and bool(a.name) and \
+                await self._referenced(node, a.resource, a.namespace, a.name)
+        if key == ("", "serviceaccounts"):
+            return a.subresource == "token" and a.verb == "create" and \
+                await self._referenced(node, a.resource, a.namespace, a.name)
         if key == ("", "nodes"):
             if a.verb == "create" and not a.subresource:
                 return True
@@ -156,8 +166,26 @@ class Authorizer:
         if key in (("authentication.k8s.io", "tokenreviews"),
                    ("authorization.k8s.io", "subjectaccessreviews")):
             return a.verb == "create"
-        if key == ("", "serviceaccounts") and a.subresource == "token":
-            return a.verb == "create"
+        return False
+
+    async def _referenced(self, node: str, resource: str, namespace: str, name: str) -> bool:
+        """Whether a pod bound to `node` references the object (for a PersistentVolume:
+        the volume of a claim such a pod references)."""
+        from kubenode.server.apiserver.registry.store import ListOptions
+        pods = (await self.server.store("", "pods").list(
+            "" if resource == "persistentvolumes" else namespace,
+            ListOptions(field_selector=parse_field_selector(f"spec.nodeName={node}"))))["items"]
+        if resource != "persistentvolumes":
+            return any(name in pod_references(p, resource) for p in pods)
+        claims = self.server.store("", "persistentvolumeclaims")
+        for p in pods:
+            for claim in pod_references(p, "persistentvolumeclaims"):
+                try:
+                    pvc = await claims.get(p["metadata"].get("namespace", ""), claim)
+                except errors.StatusError:
+                    continue
+                if (pvc.get("spec") or {}).get("volumeName") == name:
+                    return True
         return False
 
     async def rbac(self, a: Attributes) -> bool:
@@ -191,6 +219,46 @@ class Authorizer:
         except errors.StatusError:
             return False
         return any(_rule_matches(r, a) for r in role.get("rules") or [])
+
+
+def pod_references(pod: dict[str, Any], resource: str) -> set[str]:
+    """Names of the objects of `resource` a pod spec references (upstream node graph
+    edges): volumes, projected sources, env/envFrom of every container kind, image pull
+    secrets, the service account."""
+    spec = pod.get("spec") or {}
+    out: set[str] = set()
+    if resource == "serviceaccounts":
+        return {spec.get("serviceAccountName") or "default"}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or []),
+                  *(spec.get("ephemeralContainers") or [])]
+    if resource == "persistentvolumeclaims":
+        for v in spec.get("volumes") or []:
+            if (v.get("persistentVolumeClaim") or {}).get("claimName"):
+                out.add(v["persistentVolumeClaim"]["claimName"])
+            if "ephemeral" in v:  # the claim the ephemeral volume controller makes
+                out.add(f"{pod['metadata'].get('name', '')}-{v.get('name', '')}")
+        return out
+    vol_key, name_key, ref_key, from_key = (
+        ("secret", "secretName", "secretKeyRef", "secretRef") if resource == "secrets" else
+        ("configMap", "name", "configMapKeyRef", "configMapRef"))
+    if resource == "secrets":
+        out.update(s.get("name", "") for s in spec.get("imagePullSecrets") or [])
+    for v in spec.get("volumes") or []:
+        if v.get(vol_key):
+            out.add(v[vol_key].get(name_key, ""))
+        for src in (v.get("projected") or {}).get("sources") or []:
+            if src.get(vol_key):
+                out.add(src[vol_key].get("name", ""))
+    for c in containers:
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get(ref_key)
+            if ref:
+                out.add(ref.get("name", ""))
+        for ef in c.get("envFrom") or []:
+            if ef.get(from_key):
+                out.add(ef[from_key].get("name", ""))
+    out.discard("")
+    return out
 
 
 def _all() -> Any:
