@@ -244,8 +244,16 @@ def test_protobuf_bodies_from_kubectl_create_and_auth(server: APIServerProcess,
     assert "admin" in who and "system:masters" in who
 
 
+@pytest.fixture(scope="module")
+def plane() -> Iterator[APIServerProcess]:
+    """With the controllers: the CSR signer is one of them."""
+    with tempfile.TemporaryDirectory(prefix="kubenode-apiserver-") as tmp, \
+            start_api_server(Path(tmp), control_plane=True) as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("kubectl", [KUBECTL_127, KUBECTL_133])
-def test_csr_approve_signs(server: APIServerProcess, kubectl: str, tmp_path: Path) -> None:
+def test_csr_approve_signs(plane: APIServerProcess, kubectl: str, tmp_path: Path) -> None:
     import base64
 
     from cryptography import x509
@@ -263,10 +271,13 @@ def test_csr_approve_signs(server: APIServerProcess, kubectl: str, tmp_path: Pat
                     serialization.Encoding.PEM)).decode(),
                     "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
                     "usages": ["digital signature", "client auth"]}}
+    server = plane
     server.kubectl("create", "-f", "-", input=json.dumps(manifest), kubectl=kubectl)
-    assert "Pending" in server.kubectl("get", "csr", name, kubectl=kubectl).stdout
     server.kubectl("certificate", "approve", name, kubectl=kubectl)
-    csr = _json(server, "get", "csr", name)
+    deadline = time.monotonic() + 30
+    while not (csr := _json(server, "get", "csr", name)).get("status", {}).get("certificate"):
+        assert time.monotonic() < deadline, f"not signed: {csr}"
+        time.sleep(0.2)
     assert csr["spec"]["username"] == "admin"
     assert "Approved,Issued" in server.kubectl("get", "csr", name, kubectl=kubectl).stdout
     cert = x509.load_pem_x509_certificate(base64.b64decode(csr["status"]["certificate"]))

@@ -91,12 +91,10 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
             return await self.ephemeral_containers(request, res, store, namespace, name, verb,
                                                    dry_run)
         if info.subresource == "approval" and verb in ("update", "patch"):
-            resp = await (self.patch(request, res, store, namespace, name, "status", dry_run,
+            # signing is the CSR signing controller's (kube-controller-manager's), as upstream
+            return await (self.patch(request, res, store, namespace, name, "status", dry_run,
                                      user) if verb == "patch" else
                           self._update_status(request, res, store, namespace, name, dry_run))
-            if not dry_run:
-                await self.server.sign_csr(name)
-            return resp
         if verb == "get":
             obj = await store.get(namespace, name)
             return self.respond_object(request, res, obj)

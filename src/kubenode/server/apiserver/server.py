@@ -349,28 +349,6 @@ class APIServer:
                                 "as=APIGroupDiscoveryList"})
 
     # ------------------------------------------------------------------ hooks
-    async def sign_csr(self, name: str) -> None:
-        """After approval: issue the certificate of a built-in signer's CSR."""
-        import datetime as dt
-
-        from kubenode.server.apiserver.registry import certificates
-        store = self.store("certificates.k8s.io", "certificatesigningrequests")
-        csr = await store.get("", name)
-        if not certificates.approved(csr) or (csr.get("status") or {}).get("certificate"):
-            return
-        pem = await asyncio.to_thread(certificates.sign, self.pki, csr,
-                                      now=dt.datetime.fromtimestamp(self.clock(), tz=dt.UTC))
-        if pem is None:
-            return
-        import base64
-
-        def put(obj: dict[str, Any]) -> dict[str, Any]:
-            obj.setdefault("status", {})["certificate"] = base64.b64encode(
-                pem.encode()).decode()
-            return obj
-
-        await store.guaranteed_update("", name, put, subresource="raw")
-
     async def streaming(self, request: web.Request, res: ResourceInfo, namespace: str,
                         name: str, info: RequestInfo) -> web.StreamResponse:
         """pods/log, pods/exec|attach|portforward, nodes/proxy: to the kubelet."""
