@@ -75,6 +75,9 @@ def _kubelet_flags(p: argparse.ArgumentParser) -> None:
                         "when --kubeconfig is missing or its certificate has expired")
     p.add_argument("--cert-dir", default="",
                    help="where TLS bootstrap keeps its certificates (default <root-dir>/pki)")
+    p.add_argument("--rotate-certificates", action="store_true",
+                   help="request a new client certificate (CSR as the node) when the "
+                        "current one nears expiry; needs --bootstrap-kubeconfig")
     p.add_argument("--node-name", default=socket.gethostname().lower())
     p.add_argument("--container-runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
     p.add_argument("--config", help="a KubeletConfiguration file (kubelet.config.k8s.io/v1beta1)")

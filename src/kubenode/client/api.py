@@ -86,6 +86,14 @@ class ApiClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def use_credentials(self, config: ClientConfig) -> None:
+        """Switch identity (a rotated client certificate): later requests use `config`;
+        open connections, watches included, are closed so that none keeps the old one
+        (as upstream's rotation closes all connections; informers re-watch)."""
+        self.config = config
+        self._ssl = config.ssl_context()
+        await self.close()
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

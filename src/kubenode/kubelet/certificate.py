@@ -8,18 +8,28 @@ kubernetes.io/kube-apiserver-client-kubelet, usages digital signature + client a
 waits until the controller manager approves and signs it (Denied or Failed is an
 error), writes key + certificate to <cert-dir>/kubelet-client-<timestamp>.pem with the
 kubelet-client-current.pem symlink, and writes --kubeconfig pointing at it with the
-bootstrap kubeconfig's server and CA."""
+bootstrap kubeconfig's server and CA.
+
+Rotation (--rotate-certificates / rotateCertificates, upstream certificate manager):
+`rotate_client_certificate` renews at a jittered 70-90% of the certificate's lifetime
+with a new key and a CSR made with the current certificate (the approver approves a
+node renewing its own identity: selfnodeclient), swaps the symlink and moves the
+running client to the new certificate. Failures are retried with backoff; the current
+certificate stays in use meanwhile."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import datetime as dt
+import functools
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kubenode.client.api import ApiClient
+from kubenode.client.errors import ApiError
 from kubenode.client.kubeconfig import ClientConfig, load_kubeconfig
 
 log = logging.getLogger(__name__)
@@ -112,6 +123,30 @@ def _store(*, cert_dir: Path, kubeconfig: Path, bootstrap: ClientConfig, cert_pe
     return target
 
 
+def rotation_deadline(cert: x509.Certificate, jitter: float) -> dt.datetime:
+    """When to renew: 70-90% of the lifetime (jitter in [0, 1))."""
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_before_utc + life * (0.7 + 0.2 * jitter)
+
+
+async def _obtain(client: ApiClient, node_name: str) -> tuple[str, bytes, bytes]:
+    """CSR name, certificate and key: a new key, a CSR as `client`, the issued cert."""
+    key_pem, csr_pem = _request(node_name)
+    body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"generateName": "node-csr-"},
+            "spec": {"signerName": SIGNER, "request": base64.b64encode(csr_pem).decode(),
+                     "usages": ["digital signature", "client auth"]}}
+    created = await client.create("certificatesigningrequests", body)
+    name = created["metadata"]["name"]
+    log.info("waiting for the client certificate csr=%s node=%s", name, node_name)
+    try:
+        async with asyncio.timeout(WAIT_ISSUED):
+            return name, await _wait_issued(client, name), key_pem
+    except TimeoutError:
+        raise BootstrapError(f"timed out waiting for certificate signing request {name} "
+                             "to be approved and issued") from None
+
+
 async def load_client_config(*, kubeconfig: Path, bootstrap_kubeconfig: Path, cert_dir: Path,
                              node_name: str) -> None:
     now = dt.datetime.now(dt.UTC)
@@ -119,22 +154,40 @@ async def load_client_config(*, kubeconfig: Path, bootstrap_kubeconfig: Path, ce
         log.info("kubeconfig has a valid client certificate path=%s", kubeconfig)
         return
     bootstrap = await asyncio.to_thread(load_kubeconfig, bootstrap_kubeconfig)
-    key_pem, csr_pem = _request(node_name)
-    body = {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
-            "metadata": {"generateName": "node-csr-"},
-            "spec": {"signerName": SIGNER, "request": base64.b64encode(csr_pem).decode(),
-                     "usages": ["digital signature", "client auth"]}}
     async with ApiClient(bootstrap) as client:
-        created = await client.create("certificatesigningrequests", body)
-        name = created["metadata"]["name"]
-        log.info("waiting for the client certificate csr=%s node=%s", name, node_name)
-        try:
-            async with asyncio.timeout(WAIT_ISSUED):
-                cert_pem = await _wait_issued(client, name)
-        except TimeoutError:
-            raise BootstrapError(f"timed out waiting for certificate signing request {name} "
-                                 "to be approved and issued") from None
+        name, cert_pem, key_pem = await _obtain(client, node_name)
     target = await asyncio.to_thread(
         lambda: _store(cert_dir=cert_dir, kubeconfig=kubeconfig, bootstrap=bootstrap,
                        cert_pem=cert_pem, key_pem=key_pem, now=now))
     log.info("client certificate issued csr=%s path=%s", name, target)
+
+
+async def rotate_client_certificate(*, api: ApiClient, kubeconfig: Path, cert_dir: Path,
+                                    node_name: str, retry: float = 10.0) -> None:
+    """Runs until cancelled: renew the client certificate of `kubeconfig` before it
+    expires and move `api` to it."""
+    delay = retry
+    while True:
+        config = await asyncio.to_thread(load_kubeconfig, kubeconfig)
+        cert = x509.load_pem_x509_certificate(config.cert_data or b"")
+        deadline = rotation_deadline(cert, random.random())
+        wait = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+        log.info("client certificate rotation deadline=%s expires=%s", deadline.isoformat(),
+                 cert.not_valid_after_utc.isoformat())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            name, cert_pem, key_pem = await _obtain(api, node_name)
+            target = await asyncio.to_thread(
+                functools.partial(_store, cert_dir=cert_dir, kubeconfig=kubeconfig,
+                                  bootstrap=config, cert_pem=cert_pem, key_pem=key_pem,
+                                  now=dt.datetime.now(dt.UTC)))
+            await api.use_credentials(await asyncio.to_thread(load_kubeconfig, kubeconfig))
+        except (ApiError, BootstrapError, OSError, aiohttp.ClientError) as err:
+            log.warning("client certificate rotation failed (retrying in %.0fs): %s",
+                        delay, err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 300.0)
+            continue
+        delay = retry
+        log.info("client certificate rotated csr=%s path=%s", name, target)

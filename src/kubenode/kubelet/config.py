@@ -47,10 +47,11 @@ _FIELDS = {
     "containerLogMonitorInterval": "container_log_monitor_interval",
     "registerWithTaints": "register_with_taints",
     "enableSystemLogHandler": "enable_system_log_handler",
+    "rotateCertificates": "rotate_certificates",
 }
 _IGNORED = {"apiVersion", "kind", "authentication", "authorization", "cgroupDriver",
             "address", "readOnlyPort", "serializeImagePulls", "evictionHard",
-            "featureGates", "failSwapOn", "rotateCertificates", "serverTLSBootstrap",
+            "featureGates", "failSwapOn", "serverTLSBootstrap",
             "tlsCertFile", "tlsPrivateKeyFile", "healthzBindAddress", "runtimeRequestTimeout",
             "imageMinimumGCAge", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
             "logging", "shutdownGracePeriod",
@@ -91,6 +92,7 @@ class KubeletConfig:
     kubeconfig: Path | None = None
     bootstrap_kubeconfig: Path | None = None
     cert_dir: Path | None = None  # default <root-dir>/pki
+    rotate_certificates: bool = False  # renew the bootstrapped client certificate
     container_runtime_endpoint: str = "unix:///run/kubenode/runtime.sock"
     root_dir: Path = Path("/var/lib/kubelet")
     pod_logs_dir: Path = Path("/var/log/pods")
@@ -179,7 +181,7 @@ def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
             v = list(v or [])
         elif attr == "container_log_max_size":
             v = int_value(str(v))
-        elif attr == "enable_system_log_handler":
+        elif attr in ("enable_system_log_handler", "rotate_certificates"):
             v = bool(v)
         elif attr == "register_with_taints":
             v = [_taint(t) for t in v or []]
@@ -203,6 +205,8 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
         cfg.bootstrap_kubeconfig = Path(args.bootstrap_kubeconfig)
     if getattr(args, "cert_dir", None):
         cfg.cert_dir = Path(args.cert_dir)
+    if getattr(args, "rotate_certificates", False):
+        cfg.rotate_certificates = True
     if getattr(args, "pod_manifest_path", None):
         cfg.pod_manifest_path = Path(args.pod_manifest_path)
     for attr in ("cgroup_root", "cluster_domain", "node_ip", "pod_infra_image", "provider_id"):

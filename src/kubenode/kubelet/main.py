@@ -70,6 +70,13 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(kubelet.run(), name="kubelet")
+            if api is not None and cfg.rotate_certificates and cfg.kubeconfig is not None \
+                    and cfg.bootstrap_kubeconfig is not None:
+                from kubenode.kubelet.certificate import rotate_client_certificate
+                tg.create_task(rotate_client_certificate(
+                    api=api, kubeconfig=cfg.kubeconfig,
+                    cert_dir=cfg.cert_dir or cfg.root_dir / "pki", node_name=cfg.node_name),
+                    name="certificate-rotation")
             await kubelet.ready.wait()
             server = await _start_server(cfg, kubelet, node_ip)
             port = int(getattr(server, "port", 0) or cfg.port)
