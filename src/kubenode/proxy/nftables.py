@@ -24,7 +24,11 @@ so ClientIP affinity survives). Partial sync: only the service ports whose view 
 are rendered and diffed against what the last successful sync applied for them; their
 changed chains are flushed and rewritten, map and set elements added/removed one by one,
 stale chains deleted. Its cost follows the change, not the table (Python side: ~1 ms
-for one service port at 10k services)."""
+for one service port at 10k services); what remains is the kernel's: a transaction
+adding a rule with dnat, meta or a jump makes the commit validate the whole table, every
+chain reachable through the verdict maps (measured on 6.18: 54 ms of a 70-90 ms partial
+sync at 10k services x 10 endpoints). Per-service sets or maps would shorten chains but
+cost more: the kernel looks set names up linearly (10k named maps: 23 s to load)."""
 
 from __future__ import annotations
 
