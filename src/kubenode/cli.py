@@ -78,6 +78,9 @@ def _kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotate-certificates", action="store_true",
                    help="request a new client certificate (CSR as the node) when the "
                         "current one nears expiry; needs --bootstrap-kubeconfig")
+    p.add_argument("--eviction-hard", default="",
+                   help="signal<quantity|percent,... (default memory.available<100Mi,"
+                        "nodefs.available<10%%,nodefs.inodesFree<5%%,imagefs.available<15%%)")
     p.add_argument("--node-name", default=socket.gethostname().lower())
     p.add_argument("--container-runtime-endpoint", default=f"unix://{DEFAULT_RUNTIME_SOCKET}")
     p.add_argument("--config", help="a KubeletConfiguration file (kubelet.config.k8s.io/v1beta1)")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from kubenode.api.quantity import int_value, milli_value
+from kubenode.kubelet.eviction import DEFAULT_HARD, parse_flag, parse_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,17 @@ _FIELDS = {
     "registerWithTaints": "register_with_taints",
     "enableSystemLogHandler": "enable_system_log_handler",
     "rotateCertificates": "rotate_certificates",
+    "evictionHard": "eviction_hard",
+    "evictionPressureTransitionPeriod": "eviction_pressure_transition_period",
 }
 _IGNORED = {"apiVersion", "kind", "authentication", "authorization", "cgroupDriver",
-            "address", "readOnlyPort", "serializeImagePulls", "evictionHard",
+            "address", "readOnlyPort", "serializeImagePulls",
             "featureGates", "failSwapOn", "serverTLSBootstrap",
             "tlsCertFile", "tlsPrivateKeyFile", "healthzBindAddress", "runtimeRequestTimeout",
             "imageMinimumGCAge", "imageGCHighThresholdPercent", "imageGCLowThresholdPercent",
             "logging", "shutdownGracePeriod",
             "shutdownGracePeriodCriticalPods", "streamingConnectionIdleTimeout",
-            "volumeStatsAggPeriod", "cpuManagerReconcilePeriod", "memorySwap",
-            "evictionPressureTransitionPeriod"}
+            "volumeStatsAggPeriod", "cpuManagerReconcilePeriod", "memorySwap"}
 
 
 def parse_duration(v: Any) -> float:
@@ -93,6 +95,8 @@ class KubeletConfig:
     bootstrap_kubeconfig: Path | None = None
     cert_dir: Path | None = None  # default <root-dir>/pki
     rotate_certificates: bool = False  # renew the bootstrapped client certificate
+    eviction_hard: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_HARD))
+    eviction_pressure_transition_period: float = 300.0
     container_runtime_endpoint: str = "unix:///run/kubenode/runtime.sock"
     root_dir: Path = Path("/var/lib/kubelet")
     pod_logs_dir: Path = Path("/var/log/pods")
@@ -173,7 +177,8 @@ def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
                 log.warning("unknown field in KubeletConfiguration field=%s", k)
             continue
         if attr in ("node_status_update_frequency", "node_status_report_frequency",
-                    "sync_frequency", "file_check_frequency", "container_log_monitor_interval"):
+                    "sync_frequency", "file_check_frequency", "container_log_monitor_interval",
+                    "eviction_pressure_transition_period"):
             v = parse_duration(v)
         elif attr in ("pod_manifest_path", "pod_logs_dir", "resolv_conf"):
             v = Path(v) if v else None
@@ -181,6 +186,9 @@ def apply_file(cfg: KubeletConfig, doc: dict[str, Any]) -> None:
             v = list(v or [])
         elif attr == "container_log_max_size":
             v = int_value(str(v))
+        elif attr == "eviction_hard":
+            v = {str(k): str(x) for k, x in (v or {}).items()}
+            parse_thresholds(v)  # an invalid threshold is a configuration error
         elif attr in ("enable_system_log_handler", "rotate_certificates"):
             v = bool(v)
         elif attr == "register_with_taints":
@@ -207,6 +215,9 @@ def from_args(args: argparse.Namespace) -> KubeletConfig:
         cfg.cert_dir = Path(args.cert_dir)
     if getattr(args, "rotate_certificates", False):
         cfg.rotate_certificates = True
+    if getattr(args, "eviction_hard", None):
+        cfg.eviction_hard = parse_flag(args.eviction_hard)
+        parse_thresholds(cfg.eviction_hard)
     if getattr(args, "pod_manifest_path", None):
         cfg.pod_manifest_path = Path(args.pod_manifest_path)
     for attr in ("cgroup_root", "cluster_domain", "node_ip", "pod_infra_image", "provider_id"):

@@ -73,6 +73,8 @@ class Kubelet:
     mirror: MirrorClient | None = None
     mirror_pods: Callable[[], dict[str, dict[str, Any]]] = dict
     expected_sources: set[str] = field(default_factory=set)
+    # why a new pod may not start here (the eviction manager's admit handler), or None
+    admit: Callable[[dict[str, Any]], str | None] | None = None
 
     recorder: Recorder = field(init=False)
     runtime_manager: KubeGenericRuntimeManager = field(init=False)
@@ -91,6 +93,10 @@ class Kubelet:
     runtime_version: str = ""
     images_cache: list[dict[str, Any]] = field(default_factory=list)
     _cleanup_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # pods to fail with reason Evicted: message, and whether it is an eviction (a
+    # DisruptionTarget condition) rather than a refused admission
+    evictions: dict[PodUID, tuple[str, bool]] = field(default_factory=dict)
+    _admitted: set[PodUID] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -208,7 +214,25 @@ class Kubelet:
             self.status_manager.set_pod_status(pod, known)
             return True
         st = await self._status(pod)
+        if uid not in self._admitted:
+            refused = self.admit(pod) if self.admit is not None and not st.containers \
+                else None
+            if refused:
+                self.evictions[uid] = (refused, False)
+            else:
+                self._admitted.add(uid)
         api_status = self._api_status(pod, st)
+        if uid in self.evictions:
+            message, disruption = self.evictions[uid]
+            self.recorder.event(pod, WARNING, "Evicted", message)
+            api_status.update(phase="Failed", reason="Evicted", message=message)
+            if disruption:
+                api_status.setdefault("conditions", []).append({
+                    "type": "DisruptionTarget", "status": "True",
+                    "reason": "TerminationByKubelet", "message": message,
+                    "lastTransitionTime": rfc3339(self.now())})
+            self.status_manager.set_pod_status(pod, api_status)
+            return True
         deadline = pod["spec"].get("activeDeadlineSeconds")
         start = (self.status_manager.get_pod_status(uid) or {}).get("startTime")
         if deadline is not None and start:
@@ -314,6 +338,19 @@ class Kubelet:
                 self.status_manager.remove(uid)
                 self.reasons.pop(uid, None)
                 self.runtime_status.pop(uid, None)
+                self.evictions.pop(uid, None)
+                self._admitted.discard(uid)
+
+    def active_pods(self) -> list[dict[str, Any]]:
+        """Pods that may still run here (not terminal, not already being evicted)."""
+        return [p for uid, p in self.pods.items() if uid not in self.evictions
+                and not _terminal_phase(self.status_manager.get_pod_status(uid) or {})]
+
+    async def evict_pod(self, pod: dict[str, Any], message: str) -> None:
+        """Fail the pod with reason Evicted; its worker then kills it (hard eviction)."""
+        uid = pod_uid(pod)
+        self.evictions[uid] = (message, True)
+        self._wake(uid)
 
     def _wake(self, uid: PodUID) -> None:
         pod = self.pods.get(uid)

@@ -78,10 +78,16 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                     cert_dir=cfg.cert_dir or cfg.root_dir / "pki", node_name=cfg.node_name),
                     name="certificate-rotation")
             await kubelet.ready.wait()
-            server = await _start_server(cfg, kubelet, node_ip)
+            stats = _stats(cfg, kubelet)
+            server = await _start_server(cfg, kubelet, node_ip, stats)
+            evictions = _eviction_manager(cfg, kubelet, stats)
+            if evictions is not None:
+                kubelet.admit = evictions.admit
+                tg.create_task(evictions.run(), name="eviction-manager")
             port = int(getattr(server, "port", 0) or cfg.port)
             if api is not None:
                 from kubenode.kubelet.cm import node_capacity
+                capacity = node_capacity(cfg.root_dir)
                 status_mgr = ns.NodeStatusManager(
                     client=api, node_name=cfg.node_name, now=now,
                     labels=ns.node_labels(cfg.node_name, cfg.node_labels),
@@ -91,12 +97,14 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                     report_frequency=cfg.node_status_report_frequency,
                     setters=[
                         ns.node_addresses(node_ip=node_ip, hostname=cfg.node_name),
-                        ns.machine_info(capacity=node_capacity(cfg.root_dir),
-                                        reserved=cfg.reserved(), max_pods=cfg.max_pods),
+                        ns.machine_info(capacity=capacity, reserved=cfg.reserved(),
+                                        max_pods=cfg.max_pods,
+                                        eviction_memory=_eviction_memory(cfg, capacity)),
                         ns.node_info(runtime_version=kubelet.runtime_version),
                         ns.daemon_endpoints(port=lambda: port),
                         ns.images(lambda: kubelet.images_cache),
-                        ns.pressure_conditions(),
+                        ns.pressure_conditions(evictions.conditions if evictions
+                                               else set),
                         ns.ready_condition(kubelet.node_errors),
                     ])
                 tg.create_task(status_mgr.run(), name="node-status")
@@ -140,7 +148,39 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
         await conn.close()
 
 
-async def _start_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> Any:
+def _stats(cfg: KubeletConfig, kubelet: Kubelet) -> Any:
+    try:
+        from kubenode.kubelet.providers import build_stats
+    except ImportError:
+        return None
+    return build_stats(cfg, kubelet)
+
+
+def _eviction_manager(cfg: KubeletConfig, kubelet: Kubelet, stats: Any) -> Any:
+    """None without stats or thresholds: nothing to observe or nothing to keep."""
+    from kubenode.kubelet.eviction import EvictionManager, parse_thresholds
+    thresholds = parse_thresholds(cfg.eviction_hard)
+    if stats is None or not thresholds:
+        return None
+    node_ref = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": cfg.node_name, "uid": cfg.node_name}}
+    return EvictionManager(
+        stats=stats, thresholds=thresholds, active_pods=kubelet.active_pods,
+        evict=kubelet.evict_pod,
+        node_event=lambda type_, reason, msg: kubelet.recorder.event(node_ref, type_, reason,
+                                                                      msg),
+        transition_period=cfg.eviction_pressure_transition_period)
+
+
+def _eviction_memory(cfg: KubeletConfig, capacity: dict[str, int]) -> int:
+    """The memory.available hard threshold, kept out of allocatable (upstream)."""
+    from kubenode.kubelet.eviction import parse_thresholds
+    return next((t.value(capacity["memory"]) for t in parse_thresholds(cfg.eviction_hard)
+                 if t.signal == "memory.available"), 0)
+
+
+async def _start_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str,
+                        stats: Any) -> Any:
     """The kubelet API (:10250) and healthz (:10248); None if it cannot start."""
     if cfg.port < 0:
         return None
@@ -149,7 +189,7 @@ async def _start_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> A
     except ImportError:
         return None
     try:
-        server = build_server(cfg, kubelet, node_ip)
+        server = build_server(cfg, kubelet, node_ip, stats)
         await server.start()
         return server
     except Exception:

@@ -62,7 +62,7 @@ def node_addresses(*, node_ip: str, hostname: str) -> Setter:
 
 
 def machine_info(*, capacity: dict[str, int], reserved: dict[str, int], max_pods: int,
-                 ) -> Setter:
+                 eviction_memory: int = EVICTION_HARD_MEMORY) -> Setter:
     def set_machine_info(node: Node, now: float) -> None:
         cap = {"cpu": format_quantity(capacity["cpu"] // 1000) if capacity["cpu"] % 1000 == 0
                else f"{capacity['cpu']}m",
@@ -73,7 +73,7 @@ def machine_info(*, capacity: dict[str, int], reserved: dict[str, int], max_pods
         cap.update({k: format_quantity(v, binary=True) for k, v in pages.items()})
         cpu = capacity["cpu"] - reserved.get("cpu", 0)
         # Pre-allocated huge pages are not available as ordinary memory (upstream).
-        mem = (capacity["memory"] - reserved.get("memory", 0) - EVICTION_HARD_MEMORY
+        mem = (capacity["memory"] - reserved.get("memory", 0) - eviction_memory
                - sum(pages.values()))
         eph = capacity["ephemeral-storage"] - reserved.get("ephemeral-storage", 0)
         alloc = {"cpu": format_quantity(cpu // 1000) if cpu % 1000 == 0 else f"{cpu}m",
@@ -143,16 +143,25 @@ def _set_condition(node: Node, now: float, *, type_: str, ok_status: str, reason
                   "lastHeartbeatTime": ts, "lastTransitionTime": ts})
 
 
-def pressure_conditions() -> Setter:
+PRESSURE = {  # condition -> (reason, message) when False, when True
+    "MemoryPressure": (("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                       ("KubeletHasInsufficientMemory", "kubelet has insufficient memory "
+                                                        "available")),
+    "DiskPressure": (("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                     ("KubeletHasDiskPressure", "kubelet has disk pressure")),
+    "PIDPressure": (("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    ("KubeletHasInsufficientPID", "kubelet has insufficient PID available")),
+}
+
+
+def pressure_conditions(active: Callable[[], set[str]] = set) -> Setter:
+    """`active`: the pressure conditions in force (the eviction manager's)."""
     def set_pressure(node: Node, now: float) -> None:
-        _set_condition(node, now, type_="MemoryPressure", ok_status="False",
-                       reason="KubeletHasSufficientMemory",
-                       message="kubelet has sufficient memory available")
-        _set_condition(node, now, type_="DiskPressure", ok_status="False",
-                       reason="KubeletHasNoDiskPressure", message="kubelet has no disk pressure")
-        _set_condition(node, now, type_="PIDPressure", ok_status="False",
-                       reason="KubeletHasSufficientPID",
-                       message="kubelet has sufficient PID available")
+        on = active()
+        for type_, states in PRESSURE.items():
+            reason, message = states[type_ in on]
+            _set_condition(node, now, type_=type_, ok_status="True" if type_ in on else "False",
+                           reason=reason, message=message)
     return set_pressure
 
 

@@ -1,11 +1,13 @@
 """Wiring of the kubelet API server (kubelet/server/) to this kubelet: the PodProvider
 (the pod manager's pods with the status manager's statuses, and the runtime's pods),
 logs from the pod logs dir, exec/attach/port-forward over CRI, stats from cgroups via
-CRI, /healthz checks (PLEG, runtime). `build_server(cfg, kubelet, node_ip)`."""
+CRI, /healthz checks (PLEG, runtime): `build_stats(cfg, kubelet)` and
+`build_server(cfg, kubelet, node_ip, stats)`."""
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from kubenode.cri import api_pb2_grpc as pb_grpc
 from kubenode.kubelet.config import KubeletConfig
 from kubenode.kubelet.container import PodUID
 from kubenode.kubelet.kubelet import Kubelet
+
+log = logging.getLogger(__name__)
 
 
 class KubeletPods:
@@ -65,7 +69,28 @@ def _client_ca(cfg: KubeletConfig) -> str | None:
     return str(out)
 
 
-def build_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> Any:
+def build_stats(cfg: KubeletConfig, kubelet: Kubelet) -> Any:
+    """The summary stats provider (cgroups + CRI), or None without a runtime connection."""
+    conn = getattr(kubelet.runtime, "conn", None)
+    if conn is None:
+        return None
+    stub = pb_grpc.RuntimeServiceStub(conn.channel)
+    try:
+        from kubenode.stats.cgroups import CgroupV1Reader, CgroupV2Reader
+        from kubenode.stats.cri_source import CriStatsSource
+        from kubenode.stats.summary import CgroupStatsProvider, NodeStatsConfig
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        return CgroupStatsProvider(
+            config=NodeStatsConfig(node_name=cfg.node_name, root_dir=str(cfg.root_dir)),
+            source=CriStatsSource(runtime=stub, root_dir=str(cfg.root_dir),
+                                  cgroup_version=2 if v2 else 1),
+            cgroups=CgroupV2Reader() if v2 else CgroupV1Reader(), now=kubelet.now)
+    except Exception:  # stats are optional; the kubelet runs without them
+        log.exception("stats provider unavailable")
+        return None
+
+
+def build_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str, stats: Any) -> Any:
     from kubenode.kubelet.server.cri_streaming import CriStreamingProvider
     from kubenode.kubelet.server.logs_dir import PodLogsDirLocator
     from kubenode.kubelet.server.server import KubeletServer, KubeletServerConfig
@@ -73,20 +98,6 @@ def build_server(cfg: KubeletConfig, kubelet: Kubelet, node_ip: str) -> Any:
 
     conn = getattr(kubelet.runtime, "conn", None)
     stub = pb_grpc.RuntimeServiceStub(conn.channel) if conn is not None else None
-    stats = None
-    if stub is not None:
-        try:
-            from kubenode.stats.cgroups import CgroupV1Reader, CgroupV2Reader
-            from kubenode.stats.cri_source import CriStatsSource
-            from kubenode.stats.summary import CgroupStatsProvider, NodeStatsConfig
-            v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-            stats = CgroupStatsProvider(
-                config=NodeStatsConfig(node_name=cfg.node_name, root_dir=str(cfg.root_dir)),
-                source=CriStatsSource(runtime=stub, root_dir=str(cfg.root_dir),
-                                      cgroup_version=2 if v2 else 1),
-                cgroups=CgroupV2Reader() if v2 else CgroupV1Reader(), now=kubelet.now)
-        except Exception:  # stats are optional; the server runs without them
-            stats = None
 
     async def pleg_check() -> str | None:
         ok, msg = kubelet.pleg.healthy()
