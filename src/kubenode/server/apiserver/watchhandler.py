@@ -9,18 +9,48 @@ import asyncio
 import contextlib
 import json
 import random
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from kubenode.api.fields import parse_field_selector
 from kubenode.server.apiserver import tables
 from kubenode.server.apiserver.registry.resources import ResourceInfo
-from kubenode.server.apiserver.registry.store import ListOptions, Store, parse_rv
+from kubenode.server.apiserver.registry.store import ListOptions, Store, WatchEvent, parse_rv
 from kubenode.server.apiserver.requestscope import RequestScope
 from kubenode.server.apiserver.responses import JSON, truthy, wants_table
 
+if TYPE_CHECKING:
+    from kubenode.server.apiserver.server import APIServer
+
+
+def _line(type_: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+ENCODED_LINES = 4096
+
 
 class WatchHandler(RequestScope):
+    def __init__(self, server: APIServer) -> None:
+        super().__init__(server)
+        self._lines: dict[tuple[str, str, str], bytes] = {}
+
+    def _encoded(self, ev: WatchEvent) -> bytes:
+        """The event's line, encoded once for all its watchers: an object event is named
+        by (type, uid, resourceVersion) (a revision is one write)."""
+        md = ev.object.get("metadata") or {}
+        if ev.type not in ("ADDED", "MODIFIED", "DELETED") or not md.get("uid"):
+            return _line(ev.type, ev.object)
+        cache = self._lines
+        key = (ev.type, md["uid"], md.get("resourceVersion", ""))
+        line = cache.get(key)
+        if line is None:
+            line = cache[key] = _line(ev.type, ev.object)
+            if len(cache) > ENCODED_LINES:
+                del cache[next(iter(cache))]
+        return line
+
     async def watch(self, request: web.Request, res: ResourceInfo, store: Store,
                     namespace: str, name: str) -> web.StreamResponse:
         opts = self.list_options(request)
@@ -45,29 +75,22 @@ class WatchHandler(RequestScope):
                                                        "Transfer-Encoding": "chunked"})
         await resp.prepare(request)
         first = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        it = gen.__aiter__()
         try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    ev = await asyncio.wait_for(it.__anext__(), timeout=remaining)
-                except (TimeoutError, StopAsyncIteration):
-                    break
-                obj = ev.object
-                if table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
-                    obj = tables.to_table(res, [obj], {"resourceVersion": obj["metadata"].get(
-                        "resourceVersion", "")}, include=include, now=self.server.clock(),
-                        headers=first)
-                    first = False
-                line = json.dumps({"type": ev.type, "object": obj}, separators=(",", ":"))
-                await resp.write(line.encode() + b"\n")
-                if ev.type == "ERROR":
-                    break
-        except (ConnectionResetError, asyncio.CancelledError):
+            async with asyncio.timeout(timeout):
+                async for ev in gen:
+                    if table and ev.type in ("ADDED", "MODIFIED", "DELETED"):
+                        obj = ev.object
+                        line = _line(ev.type, tables.to_table(
+                            res, [obj], {"resourceVersion": obj["metadata"].get(
+                                "resourceVersion", "")}, include=include,
+                            now=self.server.clock(), headers=first))
+                        first = False
+                    else:
+                        line = self._encoded(ev)
+                    await resp.write(line)
+                    if ev.type == "ERROR":
+                        break
+        except (TimeoutError, ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
