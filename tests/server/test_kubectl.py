@@ -287,6 +287,39 @@ def test_csr_approve_signs(plane: APIServerProcess, kubectl: str, tmp_path: Path
     assert cert.issuer == ca.subject
 
 
+def test_server_side_apply_list_items_belong_to_their_appliers(server: APIServerProcess,
+                                                               ) -> None:
+    """Items of a merge-key list are owned per item: a manager dropping its container
+    removes that container only; an item another manager owns a field of stays."""
+    def deploy(containers: str) -> str:
+        return ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ssa-items}\n"
+                "spec:\n  selector: {matchLabels: {app: i}}\n  template:\n"
+                "    metadata: {labels: {app: i}}\n    spec:\n"
+                f"      containers: {containers}\n")
+
+    def names() -> list[str]:
+        d = _json(server, "get", "deploy", "ssa-items")
+        return [c["name"] for c in d["spec"]["template"]["spec"]["containers"]]
+
+    def apply(manager: str, manifest: str) -> None:
+        server.kubectl("apply", "--server-side", f"--field-manager={manager}", "-f", "-",
+                       input=manifest)
+
+    apply("ma", deploy("[{name: a, image: busybox}, {name: shared, image: busybox}]"))
+    apply("mb", deploy("[{name: b, image: busybox}, {name: shared, image: busybox, "
+                       "args: [x]}]"))
+    assert names() == ["a", "shared", "b"]
+    r = server.kubectl("apply", "--server-side", "--field-manager=mb", "-f", "-",
+                       input=deploy("[{name: a, image: nginx}]"), check=False)
+    assert r.returncode != 0
+    assert 'conflict with "ma": .spec.template.spec.containers[name="a"].image' in r.stderr
+    apply("ma", deploy("[]"))  # ma gives up a and shared; mb still owns shared's args
+    d = _json(server, "get", "deploy", "ssa-items")
+    containers = {c["name"]: c for c in d["spec"]["template"]["spec"]["containers"]}
+    assert sorted(containers) == ["b", "shared"] and containers["shared"]["args"] == ["x"]
+    server.kubectl("delete", "deploy", "ssa-items")
+
+
 def test_server_side_apply_removes_fields_it_no_longer_applies(server: APIServerProcess) -> None:
     first = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  labels: {a: '1', "
              "b: '2'}\ndata: {x: '1', y: '2'}\n")

@@ -75,6 +75,11 @@ def field_set(obj: Any, model: str | None) -> Fields:
     return out
 
 
+def _union(into: Fields, fields: Fields) -> None:
+    for k, sub in fields.items():
+        _union(into.setdefault(k, {}), sub or {})
+
+
 def _minus(old: Fields, new: Fields) -> Fields:
     """Leaves of old that new does not have."""
     out: Fields = {}
@@ -87,6 +92,20 @@ def _minus(old: Fields, new: Fields) -> Fields:
             sub = _minus(v, new[k])
             if sub:
                 out[k] = sub
+    return out
+
+
+def _unowned(stale: Fields, others: Fields) -> Fields:
+    """The part of `stale` no other manager owns: a field another manager owns stays, and
+    so does a list item another manager owns anything in (its "." is dropped)."""
+    out: Fields = {}
+    for k, sub in stale.items():
+        if k not in others:
+            out[k] = sub
+        elif sub and k != ".":
+            rest = {x: y for x, y in _unowned(sub, others[k] or {}).items() if x != "."}
+            if rest:
+                out[k] = rest
     return out
 
 
@@ -107,7 +126,7 @@ def _remove(obj: Any, fields: Fields) -> None:
                 ident = json.loads(k[2:])
                 for i, item in enumerate(obj):
                     if isinstance(item, dict) and all(item.get(a) == b for a, b in ident.items()):
-                        if not sub or set(sub) == {"."} or not [x for x in sub if x != "."]:
+                        if not sub or "." in sub:  # the item itself is no longer applied
                             obj.pop(i)
                         else:
                             _remove(item, sub)
@@ -181,10 +200,14 @@ async def apply(server: APIServer, request: web.Request, res: ResourceInfo, stor
 
     def mutate(current: dict[str, Any]) -> dict[str, Any]:
         previous: Fields = {}
+        others: Fields = {}
         for e in (current.get("metadata") or {}).get("managedFields") or []:
             if e.get("manager") == manager and e.get("operation") == "Apply":
                 previous = e.get("fieldsV1") or {}
-        stale = _minus(previous, fields)
+            else:
+                _union(others, e.get("fieldsV1") or {})
+        # what this manager applied before and no longer does, unless someone else owns it
+        stale = _unowned(_minus(previous, fields), others)
         new = copy.deepcopy(current)
         check_apply(new, patch, fields, manager=manager, force=force)
         if stale:
