@@ -174,6 +174,11 @@ async def test_previous_and_current_across_rotated_files(tmp_path: Path) -> None
     cur = await loc.container_log(namespace="ns1", pod="web", container="app", previous=False)
     assert cur.path == str(cdir / "1.log")
     assert await collect(Path(cur.path), LogOptions()) == b"run1-a\nrun1-b\n"
+    # mid-rotation: 1.log moved away, not reopened yet; its run is still the current one
+    (cdir / "1.log").rename(cdir / "1.log.20251123-203410")
+    cur = await loc.container_log(namespace="ns1", pod="web", container="app", previous=False)
+    assert cur.path == str(cdir / "1.log")
+    assert await collect(Path(cur.path), LogOptions()) == b"run1-a\nrun1-b\n"
 
 
 async def test_tail_from_the_end_matches_a_full_read(tmp_path: Path) -> None:

@@ -10,12 +10,16 @@ Messages are upstream's: 'pod "x" does not exist' (404), 'container "c" not foun
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kubenode.kubelet.server.providers import BadRequest, ContainerLog, NotFound
 
 RunningCheck = Callable[[str, str, str], Awaitable[bool]]
+
+
+_LOG_NAME = re.compile(r"^(\d+)\.log(?:\..+)?$")
 
 
 class PodLogsDirLocator:
@@ -41,8 +45,10 @@ class PodLogsDirLocator:
         cdir = self._pod_dir(namespace, pod) / container
         if not cdir.is_dir():
             raise NotFound(f'container "{container}" not found in pod "{pod}"')
-        restarts = sorted(int(n[:-4]) for n in os.listdir(cdir)
-                          if n.endswith(".log") and n[:-4].isdigit())
+        # <restart>.log, or only its rotated files for the moment rotation has moved it
+        # away and the runtime has not reopened it yet
+        restarts = sorted({int(m.group(1)) for n in os.listdir(cdir)
+                           if (m := _LOG_NAME.match(n))})
         if previous:
             if len(restarts) < 2:
                 raise BadRequest(
