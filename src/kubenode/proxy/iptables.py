@@ -64,15 +64,28 @@ class IptablesBackend:
     name = "iptables"
 
     def __init__(self, *, chain_prefix: str = "KUBE", cluster_cidr: str | None = None,
-                 masquerade_all: bool = False) -> None:
+                 masquerade_all: bool = False, variant: str = "") -> None:
+        """variant: "" for the host's `iptables` (what its alternatives point at), or
+        "legacy" / "nft" for that variant's tools (upstream's image picks one with
+        iptables-wrapper)."""
         if len(chain_prefix) > 8:
             raise ValueError("iptables chain prefix must be at most 8 characters")
+        if variant not in ("", "legacy", "nft"):
+            raise ValueError(f"unknown iptables variant {variant!r}")
+        self.variant = variant
         self.p = chain_prefix
         self.cluster_cidr = cluster_cidr
         self.masquerade_all = masquerade_all
         self._applied: Tables | None = None
         self.rule_counts: dict[str, int] = {}
         self.last_script = ""
+
+    def tool(self, name: str) -> str:
+        """iptables, iptables-save, iptables-restore of the variant."""
+        if not self.variant:
+            return name
+        head, _, tail = name.partition("-")
+        return f"{head}-{self.variant}" + (f"-{tail}" if tail else "")
 
     def chain(self, kind: str, key: str) -> str:
         head = f"{self.p}-{kind}-"
@@ -193,7 +206,7 @@ class IptablesBackend:
         return "\n".join(lines) + "\n"
 
     async def _our_chains(self, table: str) -> set[str]:
-        rc, out, err = await _run("iptables-save", "-t", table)
+        rc, out, err = await _run(self.tool("iptables-save"), "-t", table)
         if rc != 0:
             raise IptablesError(f"iptables-save -t {table}: {err.strip()}")
         return {line[1:].split()[0] for line in out.splitlines()
@@ -215,9 +228,10 @@ class IptablesBackend:
     async def _ensure_jumps(self) -> None:
         for table, chain, rule in self._jumps():
             args = shlex.split(rule)
-            rc, _, _ = await _run("iptables", "-w", "-t", table, "-C", chain, *args)
+            iptables = self.tool("iptables")
+            rc, _, _ = await _run(iptables, "-w", "-t", table, "-C", chain, *args)
             if rc != 0:
-                rc, _, err = await _run("iptables", "-w", "-t", table, "-I", chain, "1", *args)
+                rc, _, err = await _run(iptables, "-w", "-t", table, "-I", chain, "1", *args)
                 if rc != 0:
                     raise IptablesError(f"iptables -I {chain}: {err.strip()}")
 
@@ -235,7 +249,8 @@ class IptablesBackend:
             script = self._script(table, want, None if applied is None else
                                   getattr(applied, table), existing)
             self.last_script += script
-            rc, _, err = await _run("iptables-restore", "-w", "5", "--noflush", stdin=script)
+            rc, _, err = await _run(self.tool("iptables-restore"), "-w", "5", "--noflush",
+                                    stdin=script)
             if rc != 0:
                 raise IptablesError(f"iptables-restore ({table}): {err.strip()[:2000]}")
         if applied is None:
@@ -249,7 +264,8 @@ class IptablesBackend:
         self._applied = None
         for table, chain, rule in self._jumps():
             args = shlex.split(rule)
-            while (await _run("iptables", "-w", "-t", table, "-D", chain, *args))[0] == 0:
+            while (await _run(self.tool("iptables"), "-w", "-t", table, "-D", chain,
+                              *args))[0] == 0:
                 pass
         for table in ("nat", "filter"):
             try:
@@ -260,7 +276,7 @@ class IptablesBackend:
                 continue
             lines = [f"*{table}", *(f":{c} - [0:0]" for c in sorted(chains)),
                      *(f"-X {c}" for c in sorted(chains)), "COMMIT"]
-            rc, _, err = await _run("iptables-restore", "-w", "5", "--noflush",
+            rc, _, err = await _run(self.tool("iptables-restore"), "-w", "5", "--noflush",
                                     stdin="\n".join(lines) + "\n")
             if rc != 0:
                 raise IptablesError(f"iptables cleanup ({table}): {err.strip()}")
