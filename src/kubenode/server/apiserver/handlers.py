@@ -33,6 +33,7 @@ from kubenode.server.apiserver.responses import MAX_BODY as MAX_BODY
 from kubenode.server.apiserver.responses import PATCH_TYPES as PATCH_TYPES
 from kubenode.server.apiserver.responses import check_accept as check_accept
 from kubenode.server.apiserver.responses import json_response as json_response
+from kubenode.server.apiserver.responses import raw_list_response as raw_list_response
 from kubenode.server.apiserver.responses import read_body as read_body
 from kubenode.server.apiserver.responses import status_response as status_response
 from kubenode.server.apiserver.responses import success_status as success_status
@@ -100,6 +101,9 @@ class ResourceHandler(SubresourceHandlers, WatchHandler):
             return self.respond_object(request, res, obj)
         if verb == "list":
             opts = self.list_options(request)
+            if not wants_table(request) and not opts.label_selector.requirements and \
+                    not opts.field_selector.requirements:
+                return raw_list_response(await store.list(namespace, opts, raw=True))
             lst = await store.list(namespace, opts)
             if wants_table(request):
                 return json_response(tables.to_table(res, lst["items"], lst["metadata"],

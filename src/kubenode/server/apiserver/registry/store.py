@@ -75,6 +75,7 @@ def decode_continue(token: str) -> tuple[str, int]:
 
 
 SHARED_DECODED = 4096  # decoded watch objects kept for the other watchers of an event
+ENCODED_BYTES = 64 << 20  # list items' JSON kept per resource (oldest dropped first)
 
 
 class Store:
@@ -84,6 +85,8 @@ class Store:
         self.info = info
         self.fresh_timeout = fresh_timeout
         self._shared: dict[tuple[str, int], dict[str, Any]] = {}
+        self._encoded: dict[str, tuple[int, bytes]] = {}  # key -> (revision, JSON)
+        self._encoded_bytes = 0
         self.storage = storage
         self.strategy = strategy
         self.clock = clock
@@ -161,7 +164,52 @@ class Store:
                 raise errors.bad_request(
                     f'field label not supported: {f}')
 
-    async def list(self, namespace: str, opts: ListOptions) -> dict[str, Any]:
+    def encoded_item(self, kv: KeyValue) -> bytes:
+        """A stored object as a list item's JSON, encoded once per revision: an unchanged
+        object costs later lists neither a decode nor an encode (upstream caches
+        serializations of watch-cache objects the same way)."""
+        hit = self._encoded.get(kv.key)
+        if hit is not None and hit[0] == kv.mod_revision:
+            return hit[1]
+        raw = json.dumps(self.decode(kv), separators=(",", ":")).encode()
+        self._cache_encoded(kv, raw)
+        return raw
+
+    def _written(self, kv: KeyValue) -> dict[str, Any]:
+        """The object a write stored, its list JSON cached on the way (a list after many
+        writes, as after 10k creates, then encodes nothing)."""
+        obj = self.decode(kv)
+        self._cache_encoded(kv, json.dumps(obj, separators=(",", ":")).encode())
+        return obj
+
+    def _cache_encoded(self, kv: KeyValue, raw: bytes) -> None:
+        """One entry per key (the latest revision seen), so the cache holds at most the
+        live objects, and at most ENCODED_BYTES of them."""
+        old = self._encoded.pop(kv.key, None)
+        if old is not None:
+            self._encoded_bytes -= len(old[1])
+        self._encoded[kv.key] = (kv.mod_revision, raw)
+        self._encoded_bytes += len(raw)
+        while self._encoded_bytes > ENCODED_BYTES:
+            self._encoded_bytes -= len(self._encoded.pop(next(iter(self._encoded)))[1])
+
+    def _forget(self, key: str) -> None:
+        old = self._encoded.pop(key, None)
+        if old is not None:
+            self._encoded_bytes -= len(old[1])
+
+    async def list(self, namespace: str, opts: ListOptions, *,
+                   raw: bool = False) -> dict[str, Any]:
+        """raw (only without selectors): items are their JSON (bytes), see encoded_item."""
+        if raw and (opts.label_selector.requirements or opts.field_selector.requirements):
+            raise ValueError("raw lists take no selectors")
+
+        def item(kv: KeyValue) -> Any:
+            if raw:
+                return self.encoded_item(kv)
+            obj = self.decode(kv)
+            return obj if self.matches(obj, opts) else None
+
         self.check_field_selector(opts.field_selector)
         start_after, revision = "", 0
         if opts.continue_token:
@@ -174,7 +222,7 @@ class Store:
             await self.wait_fresh(parse_rv(opts.resource_version), wait=self.fresh_timeout)
         prefix = self.prefix(namespace)
         name_filter = opts.field_selector.equality_value("metadata.name")
-        items: list[dict[str, Any]] = []
+        items: list[Any] = []
         more = False
         remaining = 0
         last_key = start_after
@@ -183,10 +231,8 @@ class Store:
                     self.info.namespaced is False or namespace):
                 kv = await self.storage.get(self.key(namespace, name_filter))
                 list_rev = await self.storage.current_revision()
-                if kv is not None:
-                    obj = self.decode(kv)
-                    if self.matches(obj, opts):
-                        items.append(obj)
+                if kv is not None and (obj := item(kv)) is not None:
+                    items.append(obj)
             else:
                 list_rev = revision
                 while True:
@@ -195,9 +241,9 @@ class Store:
                                                   start_after=last_key, limit=chunk)
                     list_rev = res.revision
                     for i, kv in enumerate(res.items):
-                        obj = self.decode(kv)
+                        obj = item(kv)
                         last_key = kv.key
-                        if self.matches(obj, opts):
+                        if obj is not None:
                             items.append(obj)
                             if opts.limit and len(items) >= opts.limit:
                                 more = res.more or i < len(res.items) - 1
@@ -278,7 +324,7 @@ class Store:
             await self.after_create_failed(obj)
             raise errors.already_exists(resource=self.info.plural, group=self.info.group,
                                         name=md["name"]) from err
-        return self.decode(kv)
+        return self._written(kv)
 
     async def before_create(self, obj: dict[str, Any], *, dry_run: bool) -> None:
         """Hook: allocate (ClusterIPs, NodePorts) before the object is written."""
@@ -382,6 +428,7 @@ class Store:
                 raise _RetryError() from err
             except KeyNotFoundError as err:
                 raise self._not_found(md.get("name", "")) from err
+            self._forget(key)
             out = self.decode(dkv)
             out["metadata"] = dict(new["metadata"], resourceVersion=str(dkv.mod_revision))
             return out
@@ -393,7 +440,7 @@ class Store:
             raise _RetryError() from err
         except KeyNotFoundError as err:
             raise self._not_found(md.get("name", "")) from err
-        return self.decode(nkv)
+        return self._written(nkv)
 
     def _finalized_delete_ready(self, obj: dict[str, Any]) -> bool:
         """With no finalizers left, an object being deleted goes away, unless it is in a
@@ -467,6 +514,7 @@ class Store:
             except KeyNotFoundError as err:
                 raise self._not_found(name) from err
             await self.before_delete(obj)
+            self._forget(kv.key)
             out = self.decode(dkv)
             return out, True
         raise self._conflict(name)
