@@ -233,7 +233,8 @@ class EvictionManager:
         if not met:
             return None
         # memory first (upstream orders signals so memory is reclaimed before disk)
-        p = sorted(met, key=lambda m: list(SIGNALS).index(m.signal))[0]
+        order = list(SIGNALS)
+        p = min(met, key=lambda m: order.index(m.signal))
         resource = SIGNALS[p.signal][1]
         self.node_event("Warning", "EvictionThresholdMet", f"Attempting to reclaim {resource}")
         pods = [pod for pod in self.active_pods()

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubenode.cri.client import Connection, RemoteImageService, RemoteRuntimeService
 from kubenode.kubelet.config import KubeletConfig, from_args
+from kubenode.kubelet.eviction import EvictionManager, Threshold, parse_thresholds
 from kubenode.kubelet.kubelet import Kubelet
 from kubenode.kubelet.kuberuntime.envvars import NoObjects
 from kubenode.kubelet.sources import SOURCE_API, SOURCE_FILE
@@ -80,7 +81,8 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
             await kubelet.ready.wait()
             stats = _stats(cfg, kubelet)
             server = await _start_server(cfg, kubelet, node_ip, stats)
-            evictions = _eviction_manager(cfg, kubelet, stats)
+            thresholds = parse_thresholds(cfg.eviction_hard)
+            evictions = _eviction_manager(cfg, kubelet, stats, thresholds)
             if evictions is not None:
                 kubelet.admit = evictions.admit
                 tg.create_task(evictions.run(), name="eviction-manager")
@@ -99,7 +101,8 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                         ns.node_addresses(node_ip=node_ip, hostname=cfg.node_name),
                         ns.machine_info(capacity=capacity, reserved=cfg.reserved(),
                                         max_pods=cfg.max_pods,
-                                        eviction_memory=_eviction_memory(cfg, capacity)),
+                                        eviction_memory=_eviction_memory(thresholds,
+                                                                         capacity)),
                         ns.node_info(runtime_version=kubelet.runtime_version),
                         ns.daemon_endpoints(port=lambda: port),
                         ns.images(lambda: kubelet.images_cache),
@@ -156,10 +159,9 @@ def _stats(cfg: KubeletConfig, kubelet: Kubelet) -> Any:
     return build_stats(cfg, kubelet)
 
 
-def _eviction_manager(cfg: KubeletConfig, kubelet: Kubelet, stats: Any) -> Any:
+def _eviction_manager(cfg: KubeletConfig, kubelet: Kubelet, stats: Any,
+                      thresholds: list[Threshold]) -> EvictionManager | None:
     """None without stats or thresholds: nothing to observe or nothing to keep."""
-    from kubenode.kubelet.eviction import EvictionManager, parse_thresholds
-    thresholds = parse_thresholds(cfg.eviction_hard)
     if stats is None or not thresholds:
         return None
     node_ref = {"apiVersion": "v1", "kind": "Node",
@@ -172,10 +174,9 @@ def _eviction_manager(cfg: KubeletConfig, kubelet: Kubelet, stats: Any) -> Any:
         transition_period=cfg.eviction_pressure_transition_period)
 
 
-def _eviction_memory(cfg: KubeletConfig, capacity: dict[str, int]) -> int:
+def _eviction_memory(thresholds: list[Threshold], capacity: dict[str, int]) -> int:
     """The memory.available hard threshold, kept out of allocatable (upstream)."""
-    from kubenode.kubelet.eviction import parse_thresholds
-    return next((t.value(capacity["memory"]) for t in parse_thresholds(cfg.eviction_hard)
+    return next((t.value(capacity["memory"]) for t in thresholds
                  if t.signal == "memory.available"), 0)
 
 
