@@ -132,23 +132,24 @@ class PodWorkers:
             else:
                 await w.wake.wait()
             w.wake.clear()
-            if w.pending is not None:
-                w.pod = w.pending.pod
-                w.pending = None
             try:
                 if w.state == WorkerState.SYNCING:
-                    terminal = await self.sync_pod(w.pod)
+                    terminal = await self.sync_pod(_take_pending(w))
                     w.syncs += 1
                     if terminal and w.state == WorkerState.SYNCING:
                         w.state = WorkerState.TERMINATING
                     delay = self.resync_interval
                     if w.state == WorkerState.SYNCING:
                         continue
+                # an update that arrived during the sync above (the deletion that moved
+                # the worker to TERMINATING) is the pod the next stages must see
                 if w.state == WorkerState.TERMINATING:
-                    await self.sync_terminating_pod(w.pod, w.grace)
+                    await self.sync_terminating_pod(_take_pending(w), w.grace)
                     w.state = WorkerState.TERMINATED
                 if w.state == WorkerState.TERMINATED:
-                    await self.sync_terminated_pod(w.pod)
+                    await self.sync_terminated_pod(_take_pending(w))
+                    if w.pending is not None:
+                        continue  # updated (say, deleted) during the cleanup: again with it
                     w.finished = True
                     log.info("pod worker finished pod=%s uid=%s",
                              w.pod["metadata"].get("name"), w.uid)
@@ -161,3 +162,11 @@ class PodWorkers:
                 delay = self.error_backoff
             if not w.wake.is_set() and delay:
                 continue
+
+
+def _take_pending(w: _Worker) -> dict[str, Any]:
+    """The latest pod the worker was given (latest wins)."""
+    if w.pending is not None:
+        w.pod = w.pending.pod
+        w.pending = None
+    return w.pod
