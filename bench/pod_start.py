@@ -77,7 +77,7 @@ def _env() -> dict[str, str]:
 def node(kind: str, tmp: Path) -> Iterator[Node]:
     """Server + runtime + kubelet in `tmp`, the node Ready; everything removed after."""
     from tests.fixtures.apiserver import start_api_server
-    from tests.fixtures.containerd import pick_subnet, run_containerd
+    from tests.fixtures.containerd import pick_subnet, run_containerd, unmount_under
     from tests.fixtures.images import build_layout
     from tests.runtime.harness import RuntimeProc, remove_cgroup
 
@@ -86,6 +86,7 @@ def node(kind: str, tmp: Path) -> Iterator[Node]:
     name = f"bench-{kind}-{secrets.token_hex(2)}"
     (tmp / "resolv.conf").write_text("nameserver 127.0.0.53\n")
     with contextlib.ExitStack() as stack:
+        stack.callback(unmount_under, tmp)  # last: whatever a stopped kubelet left mounted
         server = stack.enter_context(start_api_server(tmp / "server", control_plane=True))
         stack.callback(remove_cgroup, cgroup_root)  # after the runtime has gone (LIFO)
         if kind == "containerd":
@@ -196,9 +197,11 @@ async def _create(client: ApiClient, name: str, created: dict[str, float]) -> No
 
 
 async def _delete_all(client: ApiClient, w: Watcher, names: list[str]) -> None:
+    """Graceful deletes: a pod leaves the API when the kubelet has stopped and cleaned it
+    up, so the next measure does not share the node with the cleanup of this one."""
     async def one(n: str) -> None:
         with contextlib.suppress(ApiError):
-            await client.delete("pods", n, namespace=NAMESPACE, grace_period_seconds=0)
+            await client.delete("pods", n, namespace=NAMESPACE, grace_period_seconds=1)
     await asyncio.gather(*(one(n) for n in names))
     await w.until(lambda: not (w.present & set(names)), 300, "bench pods deleted")
 

@@ -19,6 +19,7 @@ import pytest
 from kubenode.cri import api_pb2 as pb
 from kubenode.cri.client import Connection, RemoteRuntimeService
 from kubenode.kubelet import cm
+from tests.fixtures.containerd import unmount_under
 from tests.kubelet.conftest import Backend
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -48,10 +49,6 @@ def start_kubelet(backend: Backend, tmp: Path, cgroot: str) -> subprocess.Popen[
          "--resolv-conf", str(tmp / "resolv.conf"), "--port", "0", "--healthz-port", "0",
          "--node-ip", "127.0.0.1", "--file-check-frequency", "1"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-
-
-def _umount_all(root: Path) -> None:
-    subprocess.run(["umount", "-R", str(root)], capture_output=True, check=False)
 
 
 async def pod_state(rt: RemoteRuntimeService) -> tuple[list[pb.PodSandbox], list[pb.Container]]:
@@ -131,4 +128,4 @@ async def test_static_pod_survives_kubelet_kill9(cri_backend: Backend, tmp_path:
             await rt.remove_pod_sandbox(sb.id)
         await conn.close()
         cm.remove_cgroup(cgroot)
-        _umount_all(tmp_path / "root")
+        unmount_under(tmp_path / "root")

@@ -526,7 +526,8 @@ def test_limitrange_ratio_pod_and_claim(server: APIServerProcess) -> None:
 
 def test_service_account_token_volume(server: APIServerProcess) -> None:
     """ServiceAccount admission mounts kube-api-access-* in every container unless
-    automount is off (pod or service account) or the path is mounted already."""
+    automount is off (pod or service account) or the path is mounted already, and
+    refuses pods whose service account does not exist."""
     server.kubectl("create", "namespace", "satok")
     for sa in ({"metadata": {"name": "default"}},
                {"metadata": {"name": "quiet"}, "automountServiceAccountToken": False}):
@@ -550,4 +551,11 @@ def test_service_account_token_volume(server: APIServerProcess) -> None:
         pod = _json(server, "get", "pod", name, "-n", "satok")
         assert not [v for v in pod["spec"].get("volumes") or []
                     if v["name"].startswith("kube-api-access-")], name
+    # a service account that does not exist: refused, as upstream
+    r = server.kubectl("run", "nosa", "-n", "satok", "--image=busybox", "--overrides",
+                       '{"spec": {"serviceAccountName": "missing"}}', check=False)
+    assert r.returncode != 0
+    assert ('Error from server (Forbidden): pods "nosa" is forbidden: error looking up '
+            'service account satok/missing: serviceaccount "missing" not found') in r.stderr
+    assert server.kubectl("get", "pod", "nosa", "-n", "satok", check=False).returncode != 0
     server.kubectl("delete", "namespace", "satok", "--wait=false")

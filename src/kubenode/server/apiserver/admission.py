@@ -7,7 +7,8 @@
   container already mounts /var/run/secrets/kubernetes.io/serviceaccount — the
   kube-api-access-<suffix> projected volume (a bound token, kube-root-ca.crt's ca.crt,
   the namespace) mounted read-only there in every container, as upstream. A pod whose
-  ServiceAccount does not exist (yet) gets no volume.
+  ServiceAccount does not exist is refused (403 "error looking up service account"); the
+  "default" one is looked up for ~1.5 s first, as the namespace's may be on its way.
 - DefaultTolerationSeconds: pods tolerate node.kubernetes.io/not-ready and
   unreachable (NoExecute) for 300 s unless they say otherwise.
 - LimitRanger and ResourceQuota: see `quota`.
@@ -16,6 +17,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,25 +123,38 @@ class Admission:
         spec["serviceAccountName"] = sa
         spec["serviceAccount"] = sa
 
+    async def _service_account_of(self, pod: dict[str, Any]) -> dict[str, Any]:
+        md = pod.get("metadata") or {}
+        ns, name = md.get("namespace", ""), pod["spec"].get("serviceAccountName") or "default"
+        attempts = 10 if name == "default" else 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(random.uniform(0.1, 0.2))
+            try:
+                return await self.server.store("", "serviceaccounts").get(ns, name)
+            except errors.StatusError as err:
+                if err.code != 404:
+                    raise
+        pod_name = md.get("name") or md.get("generateName") or ""
+        raise errors.StatusError(
+            code=403, reason="Forbidden", kind="pods", name=pod_name,
+            message=f'pods "{pod_name}" is forbidden: error looking up service account '
+                    f'{ns}/{name}: serviceaccount "{name}" not found')
+
     async def mount_service_account_token(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec")
         md = pod.get("metadata") or {}
         if not isinstance(spec, dict) or noderestriction.MIRROR in (
-                md.get("annotations") or {}) or \
-                spec.get("automountServiceAccountToken") is False:
+                md.get("annotations") or {}):
+            return
+        sa = await self._service_account_of(pod)
+        if spec.get("automountServiceAccountToken") is False:
             return
         containers = [c for key in ("initContainers", "containers")
                       for c in spec.get(key) or [] if isinstance(c, dict)]
         if any(m.get("mountPath") == SA_MOUNT_PATH for c in containers
                for m in c.get("volumeMounts") or [] if isinstance(m, dict)):
             return
-        try:
-            sa = await self.server.store("", "serviceaccounts").get(
-                md.get("namespace", ""), spec.get("serviceAccountName") or "default")
-        except errors.StatusError as err:
-            if err.code == 404:
-                return
-            raise
         if sa.get("automountServiceAccountToken") is False and \
                 spec.get("automountServiceAccountToken") is not True:
             return
