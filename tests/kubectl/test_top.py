@@ -80,6 +80,7 @@ class Spinner:
         pod = cluster.get("pod", "burn")
         [cid] = [c["containerID"].split("://", 1)[1]
                  for c in pod["status"]["containerStatuses"] if c["name"] == "spin"]
+        assert cluster.runtime is not None
         state = subprocess.run(["runc", "--root", str(cluster.runtime.state / "runc"),
                                 "state", cid], capture_output=True, text=True, check=True)
         self.pid = int(json.loads(state.stdout)["pid"])

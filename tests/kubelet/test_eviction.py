@@ -1,7 +1,8 @@
 """Hard eviction end to end (server, runtime, kubelet): a memory.available threshold no
 node can meet puts the node under MemoryPressure; the kubelet evicts a running pod
 (Failed, reason Evicted, upstream's message, DisruptionTarget condition, an Evicted
-event) and refuses a new BestEffort pod with "The node had condition: [MemoryPressure]"."""
+event) and refuses a new BestEffort pod with "The node had condition: [MemoryPressure]".
+On kubenode's runtime and on containerd."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from tests.fixtures.images import BuiltLayout
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def pressured(busybox_layout: BuiltLayout, pause_layout: BuiltLayout) -> Iterator[Cluster]:
-    with start_cluster(busybox=busybox_layout, pause=pause_layout,
+@pytest.fixture(scope="module", params=["kubenode", "containerd"])
+def pressured(request: pytest.FixtureRequest, busybox_layout: BuiltLayout,
+              pause_layout: BuiltLayout) -> Iterator[Cluster]:
+    with start_cluster(busybox=busybox_layout, pause=pause_layout, runtime=request.param,
                        kubelet_config='evictionHard: {memory.available: "1000Gi"}\n') as c:
         yield c
 
