@@ -51,6 +51,7 @@ class Node:
     kubeconfig: Path
     kubelet: subprocess.Popen[bytes]
     runtime_pid: int
+    server_pid: int
     monitor_match: tuple[str, str]  # (comm prefix, cmdline substring) of per-pod monitors
     kubelet_log: Path
 
@@ -65,6 +66,8 @@ class Results:
     runtime_rss_mb: float = float("nan")
     runtime_cpu: float = float("nan")
     monitors_rss_mb: float = float("nan")
+    # CPU seconds per pod during the parallel start, by process
+    cpu_per_pod: dict[str, float] = field(default_factory=dict)
 
 
 def _env() -> dict[str, str]:
@@ -114,7 +117,8 @@ def node(kind: str, tmp: Path) -> Iterator[Node]:
                 stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
         stack.callback(_stop, kubelet)
         yield Node(name=name, kubeconfig=server.kubeconfig, kubelet=kubelet,
-                   runtime_pid=runtime_pid, monitor_match=monitors, kubelet_log=log)
+                   runtime_pid=runtime_pid, server_pid=server.proc.pid,
+                   monitor_match=monitors, kubelet_log=log)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -216,6 +220,17 @@ def _proc_stat(pid: int) -> tuple[float, float]:
     return rss / 1024, (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (not idle or iowait)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(v) - v[3] - v[4]) / CLK_TCK
+
+
+def _cpu_by_process(n: Node) -> dict[str, float]:
+    return {"API server": _proc_stat(n.server_pid)[1], "kubelet": _proc_stat(n.kubelet.pid)[1],
+            "runtime daemon": _proc_stat(n.runtime_pid)[1], "machine": _machine_cpu()}
+
+
 def _monitors_rss(comm_prefix: str, marker: str) -> float:
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -254,10 +269,15 @@ async def measure(n: Node, *, sequential: int, parallel: int, max_pods: int,
             await _delete_all(client, w, names)
 
             names = [f"par-{i}" for i in range(parallel)]
+            cpu0 = _cpu_by_process(n)
             await asyncio.gather(*(_create(client, nm, created) for nm in names))
             await w.until(lambda: all(nm in w.running for nm in names), 300,
                           f"{parallel} pods Running")
+            cpu1 = _cpu_by_process(n)
             res.parallel = [w.running[nm] - created[nm] for nm in names]
+            res.cpu_per_pod = {k: (cpu1[k] - cpu0[k]) / parallel for k in cpu0}
+            res.cpu_per_pod["other processes (runc, CNI, monitors, bench)"] = \
+                res.cpu_per_pod.pop("machine") - sum(res.cpu_per_pod.values())
             await _delete_all(client, w, names)
 
             names = [f"max-{i}" for i in range(max_pods)]
@@ -331,6 +351,9 @@ def main(argv: list[str]) -> int:
         ("per-pod monitors RSS MiB (sum)", lambda r: r.monitors_rss_mb, ""),
     ):
         row(label, [get(results[k]) for k in kinds], goal)
+    for what in results[kinds[0]].cpu_per_pod:
+        row(f"parallel: CPU s per pod, {what}",
+            [results[k].cpu_per_pod.get(what, float("nan")) for k in kinds], "")
     report.notes.append("latency = API create -> watch event with phase Running and the "
                         "container running; server, runtime and kubelet are separate "
                         "processes on this machine (2 cores)")
