@@ -124,8 +124,9 @@ def test_views_follow_only_the_ports_a_sync_is_given() -> None:
 
 async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.MonkeyPatch,
                                                            ) -> None:
-    """Two ports of one service share the cluster IP: removing one port must not take the
-    IP out of cluster-ips; removing the service does. Only the changed port is rendered."""
+    """Two ports of one service share the cluster IP and a load-balancing chain:
+    removing one port must not take the IP out of cluster-ips nor the chain away;
+    removing the service does the first. Only the changed port is rendered."""
     from kubenode.proxy import nftables
 
     scripts: list[str] = []
@@ -150,6 +151,12 @@ async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.M
     views.update(sm, em)
     full_rules = await backend.sync(views.views, changed=None)
     assert "add element ip t cluster-ips { 10.43.0.7 }" in scripts[-1]
+    # both ports share one load-balancing chain: their endpoints are map elements
+    assert scripts[-1].count("add rule ip t lb-tcp-1 ") == 1
+    assert ("add rule ip t lb-tcp-1 meta l4proto tcp dnat ip to ip daddr . tcp dport . "
+            "numgen random mod 1 map @endpoints-tcp") in scripts[-1]
+    assert "10.43.0.7 . tcp . 81 : goto lb-tcp-1" in scripts[-1]
+    assert "10.43.0.7 . 81 . 0 : 10.42.0.1 . 8081" in scripts[-1]
 
     one = svc("s", "10.43.0.7", {"name": "a", "port": 80})
     st.update(two, one)
@@ -157,8 +164,9 @@ async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.M
     script = scripts[-1]
     assert "10.43.0.7 . tcp . 81" in script and "10.43.0.7 . tcp . 80" not in script
     assert "cluster-ips {" not in script.replace("add set ip t cluster-ips {", "")
-    assert "delete chain ip t service-" in script and rules < full_rules
-    assert "/s/tcp/a" not in script  # the unchanged port is not rewritten
+    assert "delete element ip t endpoints-tcp { 10.43.0.7 . 81 . 0 }" in script
+    assert "chain" not in script  # the shared chain stays: port a still uses it
+    assert rules < full_rules
 
     st.update(one, None)
     rules = await backend.sync(views.views, changed=views.update(sm, em, st.apply(sm).ports))

@@ -1,7 +1,7 @@
 """nftables backend (upstream pkg/proxy/nftables): one `ip` table (default `kubenode`),
 written in ONE `nft -f` transaction per sync.
 
-Layout (names as upstream's kube-proxy table):
+Layout (names as upstream's kube-proxy table where the thing exists there):
   base chains   nat-prerouting/nat-output -> services; nat-postrouting -> masquerading;
                 filter-input/forward/output (priority -110, before DNAT) ->
                 service-endpoints-check / nodeport-endpoints-check (reject or drop
@@ -10,25 +10,34 @@ Layout (names as upstream's kube-proxy table):
                 service-CIDR addresses)
   sets          cluster-ips, hairpin-endpoints (ep . ep: masqueraded in masquerading)
   maps          service-ips (ip . proto . port -> goto), service-nodeports
-                (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports
-  per port      service-<hash>-ns/name/proto/port (masquerade off-cluster sources,
-                session affinity, `numgen random mod` endpoint choice), external-<hash>-...
-                (node ports / external / LB IPs: masquerade, traffic policy),
-                endpoint-<hash>-...__ip/port (session affinity only: affinity update,
-                DNAT; otherwise each endpoint's DNAT is a rule of the service chain),
-                affinity-<hash>-... sets (dynamic, timeout)
+                (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports,
+                endpoints-<proto> (ip . port . i -> endpoint ip . port),
+                nodeport-endpoints-<proto> (port . i -> endpoint ip . port)
+  shared chains lb-<proto>-<n>, ext-lb-<proto>-<n>, np-lb-<proto>-<n>: ONE rule choosing
+                endpoint `numgen random mod n` of the port the packet was sent to, from
+                `endpoints-<proto>` (by destination) or `nodeport-endpoints-<proto>` (by
+                node port); the ext-/np- ones mark for masquerade first. One chain per
+                (protocol, endpoint count) in use, whatever the number of services.
+  per port      only for ClientIP session affinity or externalTrafficPolicy Local:
+                service-<hash>-ns/name/proto/port, external-<hash>-..., local-/cluster-...
+                (masquerade and traffic policy, `numgen random mod` endpoint choice),
+                endpoint-<hash>-...__ip/port (affinity update, DNAT), affinity-<hash>-...
+                sets (dynamic, timeout)
+
+So a common service port is a handful of map elements and no rule: a table of 10k
+services x 10 endpoints holds ~110k elements and a few dozen rules. Why: nft parses a
+rule in ~30 µs but an element in a few, and a transaction that adds a rule with a jump
+or a DNAT makes the kernel validate every chain reachable from the base chains (measured
+on 6.18 with a chain per service: 54 ms of a 76 ms one-service change at 10k services);
+with elements only, a change validates nothing of the kind. Named maps per service would
+be worse: the kernel looks set names up linearly (10k named maps: 23 s to load).
 
 Full sync: declare everything, flush every chain and map and refill them, delete
 chains/maps/sets that are no longer wanted (affinity sets that stay are never flushed,
 so ClientIP affinity survives). Partial sync: only the service ports whose view changed
-are rendered and diffed against what the last successful sync applied for them; their
-changed chains are flushed and rewritten, map and set elements added/removed one by one,
-stale chains deleted. Its cost follows the change, not the table (Python side: ~1 ms
-for one service port at 10k services); what remains is the kernel's: a transaction
-adding a rule with dnat, meta or a jump makes the commit validate the whole table, every
-chain reachable through the verdict maps (measured on 6.18: 54 ms of a 70-90 ms partial
-sync at 10k services x 10 endpoints). Per-service sets or maps would shorten chains but
-cost more: the kernel looks set names up linearly (10k named maps: 23 s to load)."""
+are rendered and diffed against what the last successful sync applied for them; map and
+set elements are added/removed one by one, their own chains flushed and rewritten or
+deleted; shared chains are added when first needed and removed only by a full sync."""
 
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kubenode.proxy.topology import ServiceView
-from kubenode.proxy.types import ServicePortName
+from kubenode.proxy.types import Endpoint, ServicePortName
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,14 @@ MAPS: dict[str, str] = {
     "service-nodeports": "type inet_proto . inet_service : verdict;",
     "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict;",
     "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
+    # per protocol: nft 1.0.6 cannot read back a `typeof ... th dport` key that rules
+    # use with a protocol match ("conflicting protocols specified: tcp vs. th")
+    **{f"endpoints-{p}": f"typeof ip daddr . {p} dport . numgen random mod 1 : "
+                         f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
+    **{f"nodeport-endpoints-{p}": f"typeof {p} dport . numgen random mod 1 : "
+                                  f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
 }
+SHARED_PREFIXES = ("lb-", "ext-lb-", "np-lb-")
 
 
 class NftError(RuntimeError):
@@ -77,8 +93,14 @@ class Ruleset:
     hairpin: set[str] = field(default_factory=set)  # "ep . ep" pairs
 
     def rule_count(self) -> int:
-        return sum(len(r) for r in self.chains.values()) + sum(
+        """Rules and map elements (the few shared chains' rules not counted, so that the
+        counts of service ports add up)."""
+        return sum(len(r) for n, r in self.chains.items() if not is_shared(n)) + sum(
             len(m) for m in self.maps.values())
+
+
+def is_shared(chain: str) -> bool:
+    return chain.startswith(SHARED_PREFIXES)
 
 
 def _proto(p: str) -> str:
@@ -123,7 +145,9 @@ def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
                           "masquerade fully-random"]
     ch["reject-chain"] = ["reject"]
     ch["services"] = []
-    if cluster_cidr and not masquerade_all:
+    if masquerade_all:
+        ch["services"].append("ip daddr @cluster-ips jump mark-for-masquerade")
+    elif cluster_cidr:
         # as a rule per service chain (upstream) would, minus 10k rules at 10k services:
         # packets to a cluster IP that no service port takes are rejected or dropped
         # by the filter chains, so their mark never reaches masquerading
@@ -159,7 +183,8 @@ def _merge(into: Ruleset, frag: Ruleset) -> None:
     into.chains.update(frag.chains)
     into.sets.update(frag.sets)
     for m, elems in frag.maps.items():
-        into.maps[m].update(elems)
+        if elems:
+            into.maps[m].update(elems)
 
 
 def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool) -> Ruleset:
@@ -174,10 +199,6 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     ch = rs.chains
     info = v.info
     proto = _proto(info.protocol)
-    port_name = v.name.port or f"p{info.port}"
-    suffix = f"{v.hash(8)}-{v.name.namespace}/{v.name.name}/{proto}/{port_name}"
-    svc_chain = f"service-{suffix}"
-    ext_chain = f"external-{suffix}"
     rs.cluster_ips.add(info.cluster_ip)
     cluster_key = f"{info.cluster_ip} . {proto} . {info.port}"
     ext_keys = [f"{ip} . {proto} . {info.port}"
@@ -193,6 +214,13 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         return
 
     aff_t = info.session_affinity_timeout
+    if not aff_t and not info.external_policy_local:
+        _shared_lb_elements(v, rs, cluster_key=cluster_key, ext_keys=ext_keys, np_key=np_key)
+        return
+    port_name = v.name.port or f"p{info.port}"
+    suffix = f"{v.hash(8)}-{v.name.namespace}/{v.name.name}/{proto}/{port_name}"
+    svc_chain = f"service-{suffix}"
+    ext_chain = f"external-{suffix}"
     ep_targets: dict[tuple[str, int], str] = {}
     for ep in (*v.cluster, *v.local):
         if (ep.ip, ep.port) in ep_targets:
@@ -209,10 +237,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         ch[ep_name] = [f"update @{aff} {{ ip saddr }}", dnat]
 
     if v.internal:
-        rules = []
-        if masquerade_all:
-            rules.append("jump mark-for-masquerade")
-        # else: off-cluster sources to cluster IPs are marked by one rule in `services`
+        rules: list[str] = []  # sources to mark are marked by one rule in `services`
         _balance([ep_targets[(e.ip, e.port)] for e in v.internal], aff_t, rules)
         ch[svc_chain] = rules
         rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
@@ -256,20 +281,74 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
 
 
+def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
+                        ext_keys: list[str], np_key: str | None) -> None:
+    """A service port without session affinity or a Local external policy: map
+    elements pointing at the shared load-balancing chains, and its endpoints as
+    elements of `endpoints-<proto>` / `nodeport-endpoints-<proto>` (index i of n)."""
+    info = v.info
+    proto = _proto(info.protocol)
+    for ep in v.cluster + v.local:
+        rs.hairpin.add(f"{ep.ip} . {ep.ip}")
+    eps_map = rs.maps[f"endpoints-{proto}"]
+    if v.internal:
+        targets = _unique(v.internal)
+        rs.maps["service-ips"][cluster_key] = f"goto {_lb_chain(rs, 'lb', proto, len(targets))}"
+        _endpoint_elements(eps_map, f"{info.cluster_ip} . {info.port}", targets)
+    else:  # iTP Local without local endpoints
+        rs.maps["no-endpoint-services"][cluster_key] = "drop"
+    if not info.externally_accessible:
+        return
+    if not v.external:
+        for k in ext_keys:
+            rs.maps["no-endpoint-services"][k] = "drop"
+        if np_key:
+            rs.maps["no-endpoint-nodeports"][np_key] = "drop"
+        return
+    targets = _unique(v.external)
+    if ext_keys:
+        chain = _lb_chain(rs, "ext-lb", proto, len(targets))
+        for ip, k in zip((*info.external_ips, *info.load_balancer_ips), ext_keys, strict=True):
+            rs.maps["service-ips"][k] = f"goto {chain}"
+            _endpoint_elements(eps_map, f"{ip} . {info.port}", targets)
+    if np_key:
+        rs.maps["service-nodeports"][np_key] = \
+            f"goto {_lb_chain(rs, 'np-lb', proto, len(targets))}"
+        _endpoint_elements(rs.maps[f"nodeport-endpoints-{proto}"], str(info.node_port),
+                           targets)
+
+
+def _unique(eps: tuple[Endpoint, ...]) -> list[tuple[str, int]]:
+    return list(dict.fromkeys((ep.ip, ep.port) for ep in eps))
+
+
+def _endpoint_elements(into: dict[str, str], key: str, targets: list[tuple[str, int]]) -> None:
+    for i, (ip, port) in enumerate(targets):
+        into[f"{key} . {i}"] = f"{ip} . {port}"
+
+
+def _lb_chain(rs: Ruleset, kind: str, proto: str, n: int) -> str:
+    """The shared chain choosing one of n endpoints for `proto` (added to `rs`)."""
+    name = f"{kind}-{proto}-{n}"
+    if kind == "np-lb":
+        key, m = f"{proto} dport", f"nodeport-endpoints-{proto}"
+    else:
+        key, m = f"ip daddr . {proto} dport", f"endpoints-{proto}"
+    rules = [f"meta l4proto {proto} dnat ip to {key} . numgen random mod {n} map @{m}"]
+    if kind != "lb":  # node ports, external and load-balancer IPs: masquerade
+        rules.insert(0, "jump mark-for-masquerade")
+    rs.chains[name] = rules
+    return name
+
+
 def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
-    """Rules choosing one endpoint: sticky sources first, then endpoint i of n with
+    """Rules of a service port's own chain (session affinity or a Local external
+    policy) choosing one endpoint: sticky sources first, then endpoint i of n with
     `numgen random mod (n-i) == 0` (probability 1/(n-i), as iptables' statistic match).
     A target is an endpoint chain (session affinity: it updates the affinity set) or,
-    without affinity, the endpoint's DNAT statement itself: no chain per endpoint, so
-    the table has ~one chain per service port and nft's cache of it (fetched before
-    every transaction that names a chain) stays small. Hairpin traffic (an endpoint
-    reaching itself through the service) is masqueraded by the `hairpin-endpoints` rule
-    in `masquerading` instead of a rule per endpoint chain.
-
-    Not one `numgen random mod n vmap { ... }` per service as upstream writes it: every
-    such vmap is an anonymous set, and nft 1.0.6 (Debian 12) handles anonymous sets in
-    quadratic time (measured: 3k services x 10 endpoints, full sync 12.4 s with vmaps,
-    2.6 s with these rules; see bench/proxy.py)."""
+    without affinity, the endpoint's DNAT statement itself. Not one `numgen random mod n
+    vmap { ... }` as upstream writes it: every such vmap is an anonymous set, and nft
+    1.0.6 (Debian 12) handles anonymous sets in quadratic time."""
     def action(t: str) -> str:
         return f"goto {t}" if t.startswith("endpoint-") else t
     if affinity:
@@ -382,6 +461,7 @@ class NftablesBackend:
         self._ips: Counter[str] = Counter()
         self._pairs: Counter[str] = Counter()  # hairpin-endpoints elements
         self._rules = 0
+        self._shared: set[str] = set()  # shared chains in the table
         self._synced = False  # False: what the table holds is unknown -> full sync
         self.last_script = ""
 
@@ -421,6 +501,7 @@ class NftablesBackend:
             self._ips.update(frag.cluster_ips)
             self._pairs.update(frag.hairpin)
         self._rules = desired.rule_count()
+        self._shared = {n for n in desired.chains if is_shared(n)}
         self._synced = True
         return self._rules
 
@@ -464,7 +545,13 @@ class NftablesBackend:
                     in_old.add(key)
                 elif before <= 0 < before + d:
                     in_new.add(key)
+        # shared chains: added when first needed, left for the full sync to remove
+        for name in [n for n in old.chains if is_shared(n)]:
+            del old.chains[name]
+        for name in [n for n in new.chains if is_shared(n) and n in self._shared]:
+            del new.chains[name]
         await self._apply(render(self.table, new, old, set(), set()))
+        self._shared |= {n for n in new.chains if is_shared(n)}
         for spn, entry in fresh.items():
             if entry is None:
                 self._frags.pop(spn, None)
