@@ -109,7 +109,7 @@ class KubeletConfig:
     node_status_update_frequency: float = 10.0
     node_status_report_frequency: float = 300.0
     node_lease_duration_seconds: int = 40
-    sync_frequency: float = 10.0
+    sync_frequency: float = 60.0
     file_check_frequency: float = 20.0
     housekeeping_period: float = 2.0
     kube_reserved: dict[str, str] = field(default_factory=dict)

@@ -46,7 +46,7 @@ from kubenode.kubelet.kuberuntime.qos import pod_cgroup_parent, qos_class
 from kubenode.kubelet.mirror import MirrorClient
 from kubenode.kubelet.pleg import GenericPLEG
 from kubenode.kubelet.podstatus import ProbeView, generate_api_pod_status, rfc3339
-from kubenode.kubelet.podworkers import PodWorkers, UpdatePodOptions, UpdateType
+from kubenode.kubelet.podworkers import PodSyncError, PodWorkers, UpdatePodOptions, UpdateType
 from kubenode.kubelet.prober.manager import ProbeManager
 from kubenode.kubelet.sources.file import is_static_pod
 from kubenode.kubelet.status import PodStatusWriter, StatusManager
@@ -271,9 +271,14 @@ class Kubelet:
         api_status = self._api_status(pod, st)
         self.status_manager.set_pod_status(pod, api_status)
         if result.sandbox_error:
-            raise RuntimeError(result.sandbox_error)
+            raise PodSyncError(result.sandbox_error)
         await self.runtime_manager.gc_pod(st)
-        return _terminal_phase(api_status)
+        if _terminal_phase(api_status):
+            return True
+        if result.errors:  # retried after the back-off period, as upstream
+            raise PodSyncError("; ".join(f"{name}: {reason}: {msg}" for name, (reason, msg)
+                                         in sorted(result.errors.items())))
+        return False
 
     async def sync_terminating_pod(self, pod: dict[str, Any], grace: int | None) -> None:
         uid = pod_uid(pod)
@@ -351,6 +356,14 @@ class Kubelet:
         uid = pod_uid(pod)
         self.evictions[uid] = (message, True)
         self._wake(uid)
+
+    def sync_static_pods(self, keys: set[str]) -> None:
+        """Mirror pods `keys` (namespace/name) came, went or changed: sync their static
+        pods now (a deleted mirror pod is recreated by the sync)."""
+        for uid, pod in self.pods.items():
+            m = pod["metadata"]
+            if is_static_pod(pod) and f"{m.get('namespace', 'default')}/{m['name']}" in keys:
+                self._wake(uid)
 
     def _wake(self, uid: PodUID) -> None:
         pod = self.pods.get(uid)

@@ -117,7 +117,8 @@ async def run_kubelet(cfg: KubeletConfig, *, ready: asyncio.Event | None = None)
                                             node_uid=node_uid)
                 tg.create_task(lease.run(), name="node-lease")
                 source = ApiserverSource(client=api, node_name=cfg.node_name,
-                                         update=kubelet.update_source)
+                                         update=kubelet.update_source,
+                                         mirrors_changed=kubelet.sync_static_pods)
                 kubelet.mirror = MirrorClient(client=api, node_name=cfg.node_name,
                                               node_uid=node_uid)
                 kubelet.mirror_pods = lambda: source.mirrors

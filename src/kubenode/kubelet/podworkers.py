@@ -11,8 +11,11 @@ State machine per UID (never goes backwards):
 - The worker calls, one at a time: `sync_pod(pod) -> bool` while SYNCING (True = the
   pod reached a terminal phase), `sync_terminating_pod(pod, grace)` once, then
   `sync_terminated_pod(pod)` once. A sync that raises is retried after
-  `error_backoff`; a successful sync is repeated every `resync_interval` (and on every
-  PLEG event or update).
+  `error_backoff` (upstream's backOffPeriod, 10 s; `PodSyncError` — a container in
+  back-off, an image that does not pull — is logged in one line, anything else with its
+  traceback); a successful sync is repeated every `resync_interval` (syncFrequency, 1 m)
+  and on every PLEG event or update. Both waits get up to half again as jitter, as
+  upstream's, so pods started together do not resync together.
 - A pod seen again after its worker finished with the same UID is ignored (UIDs are
   never reused); `forget(uid)` drops finished workers.
 """
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +34,13 @@ from typing import Any
 from kubenode.kubelet.container import PodUID, pod_uid
 
 log = logging.getLogger(__name__)
+
+JITTER = 0.5  # upstream workerResyncIntervalJitterFactor / workerBackOffPeriodJitterFactor
+
+
+class PodSyncError(Exception):
+    """The sync did what it could; some containers could not start yet (their reasons
+    are in the pod's status). Retried after the back-off period."""
 
 
 class UpdateType(enum.Enum):
@@ -75,8 +86,8 @@ class PodWorkers:
     sync_pod: SyncPod
     sync_terminating_pod: SyncTerminating
     sync_terminated_pod: SyncTerminated
-    resync_interval: float = 10.0
-    error_backoff: float = 2.0
+    resync_interval: float = 60.0
+    error_backoff: float = 10.0
     workers: dict[PodUID, _Worker] = field(default_factory=dict)
 
     def update_pod(self, opts: UpdatePodOptions) -> None:
@@ -138,7 +149,7 @@ class PodWorkers:
                     w.syncs += 1
                     if terminal and w.state == WorkerState.SYNCING:
                         w.state = WorkerState.TERMINATING
-                    delay = self.resync_interval
+                    delay = _jitter(self.resync_interval)
                     if w.state == WorkerState.SYNCING:
                         continue
                 # an update that arrived during the sync above (the deletion that moved
@@ -156,12 +167,20 @@ class PodWorkers:
                     return
             except asyncio.CancelledError:
                 raise
+            except PodSyncError as err:
+                log.warning("error syncing pod, skipping pod=%s uid=%s err=%s",
+                            w.pod["metadata"].get("name"), w.uid, err)
+                delay = _jitter(self.error_backoff)
             except Exception:
                 log.exception("pod sync failed pod=%s uid=%s state=%s",
                               w.pod["metadata"].get("name"), w.uid, w.state.value)
-                delay = self.error_backoff
+                delay = _jitter(self.error_backoff)
             if not w.wake.is_set() and delay:
                 continue
+
+
+def _jitter(period: float) -> float:
+    return period * (1 + random.random() * JITTER)
 
 
 def _take_pending(w: _Worker) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from kubenode.runtime.cgroups import Cgroups
 from kubenode.runtime.errors import CRIError, failed, invalid, not_found
 from kubenode.runtime.imagelookup import ImageLike, ImageLookup
 from kubenode.runtime.runc import Runc, RuncError
-from kubenode.runtime.sandbox import SandboxManager, sandbox_config
+from kubenode.runtime.sandbox import SandboxManager
 from kubenode.runtime.state import (
     CREATED,
     EXITED,
@@ -47,11 +47,6 @@ STATE = {CREATED: pb.CONTAINER_CREATED, RUNNING: pb.CONTAINER_RUNNING,
 # How long ReopenContainerLog waits for conmon to open the new log file.
 REOPEN_TIMEOUT = 5.0
 
-
-def container_config(rec: ContainerRecord) -> pb.ContainerConfig:
-    cfg = pb.ContainerConfig()
-    cfg.ParseFromString(rec.config)
-    return cfg
 
 
 def _text(v: str | bytes) -> str:
@@ -105,7 +100,7 @@ class ContainerManager:
         if srec.state != "ready":
             raise CRIError(grpc.StatusCode.FAILED_PRECONDITION,
                            f"sandbox container {srec.id!r} is not running")
-        scfg = sandbox_config(srec)
+        scfg = srec.parsed_config
         if not cfg.metadata.name:
             raise invalid("container metadata name must be set")
         pmd = scfg.metadata
@@ -232,7 +227,7 @@ class ContainerManager:
             if not self.sandboxes.pause_alive(srec):
                 raise CRIError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"sandbox container {srec.id!r} is not running")
-            cfg = container_config(rec)
+            cfg = rec.parsed_config
             log_path = Path(rec.log_path) if rec.log_path else \
                 self.layout.container_dir(rec.id) / "output.log"
             paths = lifecycle.conmon_paths(self.layout, rec.id, persist=self.persist_dir(rec.id),
@@ -326,7 +321,7 @@ class ContainerManager:
     async def status(self, ident: str, *, verbose: bool) -> pb.ContainerStatusResponse:
         rec = self.get(ident)
         await self.refresh(rec)
-        cfg = container_config(rec)
+        cfg = rec.parsed_config
         spec = lifecycle.read_spec(self.layout, rec.id) or {}
         st = pb.ContainerStatus(
             id=rec.id, metadata=cfg.metadata, state=STATE[rec.state],
@@ -366,7 +361,7 @@ class ContainerManager:
         out = []
         for rec in list(self.store.containers.values()):
             await self.refresh(rec)
-            cfg = container_config(rec)
+            cfg = rec.parsed_config
             state = STATE[rec.state]
             if flt is not None:
                 if flt.id and not rec.id.startswith(flt.id):

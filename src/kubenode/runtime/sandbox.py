@@ -43,11 +43,6 @@ HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
          "fe00::2\tip6-allrouters\n")
 
 
-def sandbox_config(rec: SandboxRecord) -> pb.PodSandboxConfig:
-    cfg = pb.PodSandboxConfig()
-    cfg.ParseFromString(rec.config)
-    return cfg
-
 
 def port_mappings(cfg: pb.PodSandboxConfig) -> list[dict[str, Any]]:
     proto = {pb.TCP: "tcp", pb.UDP: "udp", pb.SCTP: "sctp"}
@@ -102,7 +97,7 @@ class SandboxManager:
         return self.layout.sandbox_dir(sid) / "persist"
 
     def pod_ref(self, rec: SandboxRecord) -> PodRef:
-        md = sandbox_config(rec).metadata
+        md = rec.parsed_config.metadata
         return PodRef(namespace=md.namespace, name=md.name, uid=md.uid, sandbox_id=rec.id)
 
     # ---- RunPodSandbox -------------------------------------------------------------------
@@ -253,7 +248,7 @@ class SandboxManager:
         try:
             await self.cni.delete(pod=self.pod_ref(rec), netns=Path(rec.netns),
                                   prev=rec.cni_result,
-                                  port_mappings=port_mappings(sandbox_config(rec)))
+                                  port_mappings=port_mappings(rec.parsed_config))
         except CNIError as err:
             raise failed(f"failed to destroy network for sandbox {rec.id!r}: {err}") from err
         rec.network_ready = False
@@ -305,7 +300,7 @@ class SandboxManager:
     def status(self, ident: str, *, verbose: bool) -> pb.PodSandboxStatusResponse:
         rec = self.get(ident)
         self.refresh(rec)
-        cfg = sandbox_config(rec)
+        cfg = rec.parsed_config
         st = pb.PodSandboxStatus(
             id=rec.id, metadata=cfg.metadata,
             state=pb.SANDBOX_READY if rec.state == READY else pb.SANDBOX_NOTREADY,
@@ -329,7 +324,7 @@ class SandboxManager:
         out = []
         for rec in list(self.store.sandboxes.values()):
             self.refresh(rec)
-            cfg = sandbox_config(rec)
+            cfg = rec.parsed_config
             state = pb.SANDBOX_READY if rec.state == READY else pb.SANDBOX_NOTREADY
             if flt is not None:
                 if flt.id and not rec.id.startswith(flt.id):
@@ -345,7 +340,7 @@ class SandboxManager:
         return out
 
     def pod_context(self, rec: SandboxRecord, pid_mode: int) -> oci.PodContext:
-        cfg = sandbox_config(rec)
+        cfg = rec.parsed_config
         nsopt = cfg.linux.security_context.namespace_options
         sdir = self.layout.sandbox_dir(rec.id)
         return oci.PodContext(

@@ -13,6 +13,7 @@ while the runtime was down is found exited with that exit code on the next read.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kubenode.cri import api_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,13 @@ class SandboxRecord:
     pause_pid: int = 0
     image_id: str = ""
 
+    @functools.cached_property
+    def parsed_config(self) -> pb.PodSandboxConfig:
+        """`config`, parsed once (it never changes; read-only): every list parses it."""
+        cfg = pb.PodSandboxConfig()
+        cfg.ParseFromString(self.config)
+        return cfg
+
 
 @dataclass(kw_only=True)
 class ContainerRecord:
@@ -111,6 +121,13 @@ class ContainerRecord:
     reason: str = ""
     message: str = ""
     stop_signal: str = ""
+
+    @functools.cached_property
+    def parsed_config(self) -> pb.ContainerConfig:
+        """`config`, parsed once (it never changes; read-only): every list parses it."""
+        cfg = pb.ContainerConfig()
+        cfg.ParseFromString(self.config)
+        return cfg
 
 
 def _encode(rec: SandboxRecord | ContainerRecord) -> str:

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from kubenode.cri import api_pb2 as pb
 from kubenode.runtime.cgroups import Cgroups, Usage
-from kubenode.runtime.containers import container_config
-from kubenode.runtime.sandbox import sandbox_config
 from kubenode.runtime.state import ContainerRecord, Layout, SandboxRecord
 
 
@@ -92,7 +90,7 @@ class StatsProvider:
             major_page_faults=_u(usage.major_page_faults))
 
     def container(self, rec: ContainerRecord) -> pb.ContainerStats:
-        cfg = container_config(rec)
+        cfg = rec.parsed_config
         ts = self.now()
         usage = self.cgroups.usage(rec.cgroups_path)
         upper = self.layout.container_dir(rec.id) / "fs" / "upper"
@@ -106,7 +104,7 @@ class StatsProvider:
                 used_bytes=pb.UInt64Value(value=used), inodes_used=pb.UInt64Value(value=inodes)))
 
     def sandbox(self, rec: SandboxRecord, containers: list[ContainerRecord]) -> pb.PodSandboxStats:
-        cfg = sandbox_config(rec)
+        cfg = rec.parsed_config
         ts = self.now()
         usage = self.cgroups.usage(rec.cgroup_parent)
         ifaces = net_dev(rec.pause_pid) if rec.netns and rec.pause_pid else []

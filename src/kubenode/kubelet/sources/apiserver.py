@@ -1,7 +1,9 @@
 """API server pod source (upstream config/apiserver.go): an informer on pods with
 fieldSelector spec.nodeName=<node>. Every change delivers the full set of pods to the
 kubelet (mirror pods excluded: they only reflect static pods). Mirror pods are kept apart
-in `mirrors` (by namespace/name) for the mirror-pod manager."""
+in `mirrors` (by namespace/name) for the mirror-pod manager, and the keys of those that
+came, went or changed go to `mirrors_changed` (upstream handleMirrorPod: the static pod
+is synced, so a deleted mirror pod is recreated at once)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class ApiserverSource:
     client: ApiClient
     node_name: str
     update: Callable[[str, list[dict[str, Any]]], None]
+    mirrors_changed: Callable[[set[str]], None] = lambda _keys: None
     informer: Informer = field(init=False)
     mirrors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -46,8 +49,12 @@ class ApiserverSource:
                 mirrors[f"{m.get('namespace', 'default')}/{m['name']}"] = p
             else:
                 pods.append(p)
-        self.mirrors = mirrors
+        old, self.mirrors = self.mirrors, mirrors
         self.update(SOURCE_API, pods)
+        changed = {k for k in old.keys() | mirrors.keys()
+                   if _version(old.get(k)) != _version(mirrors.get(k))}
+        if changed:
+            self.mirrors_changed(changed)
 
     async def run(self) -> None:
         import asyncio
@@ -58,3 +65,7 @@ class ApiserverSource:
             await task
         finally:
             task.cancel()
+
+
+def _version(pod: dict[str, Any] | None) -> str | None:
+    return pod["metadata"].get("resourceVersion") if pod is not None else None
