@@ -12,6 +12,8 @@ Upstream anchor: kube-proxy's kubeproxy_sync_proxy_rules_duration_seconds and
 BenchmarkSyncProxyRules (pkg/proxy/iptables/proxier_test.go); upstream reports
 partial syncs of well under a second at 10k services on the nftables backend (KEP-3866).
 
+The endpoints are pods of a cluster of that size, 100 to a node, the proxy's node
+holding 100 of them (what a node's rules depend on: only local endpoints can hairpin).
 Rules go into a table/chain prefix of their own (removed afterwards); VIPs and
 endpoints are in 198.18.0.0/15 (RFC 2544 benchmarking range) and no node ports are
 used, so nothing on this host is intercepted. Needs root.
@@ -50,6 +52,9 @@ def service(i: int) -> dict[str, Any]:
                                                  "protocol": "TCP"}]}}
 
 
+PODS_PER_NODE = 100
+
+
 def slice_(i: int, endpoints: int, gen: int = 0) -> dict[str, Any]:
     return {"metadata": {"name": f"svc-{i}-abc", "namespace": "bench",
                          "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
@@ -57,8 +62,14 @@ def slice_(i: int, endpoints: int, gen: int = 0) -> dict[str, Any]:
             "ports": [{"name": "http", "port": 8080 + gen, "protocol": "TCP"}],
             "endpoints": [{"addresses": [f"198.19.{(i * endpoints + e) // 250 % 250}."
                                          f"{(i * endpoints + e) % 250 + 1}"],
-                           "conditions": {"ready": True}, "nodeName": "n"}
+                           "conditions": {"ready": True},
+                           "nodeName": _node_of(i * endpoints + e)}
                           for e in range(endpoints)]}
+
+
+def _node_of(pod: int) -> str:
+    """Pods 100 to a node (maxPods is 110); the proxy runs on "n", the first one."""
+    return "n" if pod < PODS_PER_NODE else f"n{pod // PODS_PER_NODE}"
 
 
 PROBE_VIP, PROBE_EP, HOST_IP = "198.18.255.1", "198.19.255.2", "198.19.255.1"

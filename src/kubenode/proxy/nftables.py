@@ -8,7 +8,8 @@ Layout (names as upstream's kube-proxy table where the thing exists there):
                 ports without endpoints); filter-forward + filter-output-post-dnat ->
                 cluster-ips-check (reject wrong ports of cluster IPs, drop unallocated
                 service-CIDR addresses)
-  sets          cluster-ips, hairpin-endpoints (ep . ep: masqueraded in masquerading)
+  sets          cluster-ips, hairpin-endpoints (ep . ep of this node's endpoints:
+                masqueraded in masquerading)
   maps          service-ips (ip . proto . port -> goto), service-nodeports
                 (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports,
                 endpoints-<proto> (ip . port . i -> endpoint ip . port),
@@ -222,10 +223,10 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     svc_chain = f"service-{suffix}"
     ext_chain = f"external-{suffix}"
     ep_targets: dict[tuple[str, int], str] = {}
+    rs.hairpin.update(_hairpin_pairs(v))
     for ep in (*v.cluster, *v.local):
         if (ep.ip, ep.port) in ep_targets:
             continue
-        rs.hairpin.add(f"{ep.ip} . {ep.ip}")
         dnat = f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}"
         if not aff_t:
             ep_targets[(ep.ip, ep.port)] = dnat
@@ -288,8 +289,7 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
     elements of `endpoints-<proto>` / `nodeport-endpoints-<proto>` (index i of n)."""
     info = v.info
     proto = _proto(info.protocol)
-    for ep in v.cluster + v.local:
-        rs.hairpin.add(f"{ep.ip} . {ep.ip}")
+    rs.hairpin.update(_hairpin_pairs(v))
     eps_map = rs.maps[f"endpoints-{proto}"]
     if v.internal:
         targets = _unique(v.internal)
@@ -316,6 +316,14 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
             f"goto {_lb_chain(rs, 'np-lb', proto, len(targets))}"
         _endpoint_elements(rs.maps[f"nodeport-endpoints-{proto}"], str(info.node_port),
                            targets)
+
+
+def _hairpin_pairs(v: ServiceView) -> list[str]:
+    """`hairpin-endpoints` elements: endpoints on this node (or of no known node). Only
+    a pod here can reach itself through a service here, so a node holds ~maxPods of
+    them, not one per endpoint of the cluster."""
+    return [f"{ep.ip} . {ep.ip}" for ep in v.local] + [
+        f"{ep.ip} . {ep.ip}" for ep in v.cluster if not ep.node_name]
 
 
 def _unique(eps: tuple[Endpoint, ...]) -> list[tuple[str, int]]:
