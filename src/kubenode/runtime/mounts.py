@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -21,7 +22,9 @@ MS_BIND = 4096
 MNT_DETACH = 2
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    # once: find_library runs `ldconfig -p` (a process) every time it is asked
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
