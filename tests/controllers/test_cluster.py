@@ -687,6 +687,69 @@ async def test_drain_respects_pdb(cluster: Cluster) -> None:
     await wait_for(moved, what="pods moved to the other node")
 
 
+async def test_eviction_respects_the_disruption_budget(cluster: Cluster) -> None:
+    """pods/eviction takes one disruption from the budget per pod (recorded in
+    disruptedPods, so the controller does not count the pod as healthy), answers 429
+    with upstream's message and cause when none is left, lets not-running pods go, and
+    refuses pods under two budgets."""
+    c = cluster
+    ns = await namespace(c, "evict")
+    node = f"{ns}-n"
+    await c.sim.add_node(node)
+    pdbs = Resource(plural="poddisruptionbudgets", kind="PodDisruptionBudget", group="policy")
+    for name in ("p1", "p2"):
+        await c.client.create("pods", {"metadata": {"name": name, "labels": {"app": "x"}},
+                                       "spec": {"nodeName": node, "containers": [
+                                           {"name": "c", "image": "busybox"}]}}, namespace=ns)
+    await c.client.create(pdbs, {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                 "metadata": {"name": "x"},
+                                 "spec": {"minAvailable": 1,
+                                          "selector": {"matchLabels": {"app": "x"}}}},
+                          namespace=ns)
+
+    async def budget(allowed: int) -> Any:
+        b = await c.client.get(pdbs, "x", namespace=ns)
+        st = b.get("status") or {}
+        return b if st.get("currentHealthy") == 2 and \
+            st.get("disruptionsAllowed") == allowed else None
+
+    await wait_for(lambda: budget(1), what="PDB allows one disruption")
+
+    def evict(name: str) -> Any:
+        return c.client.create("pods", {"apiVersion": "policy/v1", "kind": "Eviction",
+                                        "metadata": {"name": name, "namespace": ns}},
+                               namespace=ns, subresource="eviction", name=name)
+
+    await evict("p1")
+    b = await c.client.get(pdbs, "x", namespace=ns)
+    assert b["status"]["disruptionsAllowed"] == 0
+    assert list(b["status"]["disruptedPods"]) == ["p1"]
+    with pytest.raises(ApiError) as err:
+        await evict("p2")
+    assert err.value.code == 429 and err.value.reason == "TooManyRequests"
+    assert err.value.message == \
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    (cause,) = err.value.details["causes"]
+    assert cause["reason"] == "DisruptionBudget"
+    assert cause["message"].startswith("The disruption budget x needs 1 healthy pods and has ")
+    await wait_for(lambda: gone(c, "pods", "p1", ns), what="evicted pod deleted")
+    assert (await c.client.get("pods", "p2", namespace=ns))["metadata"].get(
+        "deletionTimestamp") is None
+
+    # a pod that is not running is not protected; two budgets for one pod: refused
+    await c.client.create("pods", {"metadata": {"name": "done", "labels": {"app": "x"}},
+                                   "spec": {"containers": [{"name": "c", "image": "b"}]}},
+                          namespace=ns)  # Pending: no node
+    await evict("done")
+    await c.client.create(pdbs, {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                 "metadata": {"name": "y"},
+                                 "spec": {"maxUnavailable": 1, "selector": {}}}, namespace=ns)
+    with pytest.raises(ApiError) as err:
+        await evict("p2")
+    assert err.value.code == 500
+    assert "more than one PodDisruptionBudget" in err.value.message
+
+
 async def test_pods_of_a_deleted_node_are_collected(cluster: Cluster) -> None:
     c = cluster
     ns = await namespace(c, "podgc")

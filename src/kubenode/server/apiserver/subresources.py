@@ -14,6 +14,7 @@ from aiohttp import web
 from kubenode.api import errors
 from kubenode.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from kubenode.server.apiserver.apply import field_set
+from kubenode.server.apiserver.eviction import check_disruption_budget
 from kubenode.server.apiserver.managedfields import record_update
 from kubenode.server.apiserver.registry.resources import ResourceInfo
 from kubenode.server.apiserver.registry.store import Store
@@ -207,7 +208,11 @@ class SubresourceHandlers(RequestScope):
     async def eviction(self, request: web.Request, store: Store, namespace: str, name: str,
                        dry_run: bool) -> web.Response:
         body = await read_body(request) or {}
+        if (body.get("metadata") or {}).get("name") not in (None, "", name):
+            raise errors.bad_request("name in URL does not match name in Eviction object")
         options = body.get("deleteOptions") or {}
+        pod = await store.get(namespace, name)
+        await check_disruption_budget(self.server, pod, dry_run=dry_run)
         await store.delete(namespace, name, options=options, dry_run=dry_run)
         return json_response(success_status(), status=201)
 

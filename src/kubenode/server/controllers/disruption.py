@@ -1,7 +1,9 @@
 """Disruption controller (upstream pkg/controller/disruption): PodDisruptionBudget
 status. Pods the PDB's selector matches in its namespace; expectedPods is the pod count
 (minAvailable as a number) or the summed scale of the pods' controllers (percentages and
-maxUnavailable); currentHealthy counts Ready pods; desiredHealthy from minAvailable or
+maxUnavailable); currentHealthy counts Ready pods, except those the eviction subresource
+recorded in status.disruptedPods less than 2 min ago (entries of pods that are gone,
+being deleted or older are dropped); desiredHealthy from minAvailable or
 expected - maxUnavailable (percentages round up); disruptionsAllowed =
 max(current - desired, 0) with condition DisruptionAllowed (SufficientPods /
 InsufficientPods)."""
@@ -9,6 +11,7 @@ InsufficientPods)."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import math
 from typing import Any
 
@@ -25,12 +28,15 @@ from kubenode.server.controllers.controller import Controller
 from kubenode.server.controllers.labels import selector_matches
 from kubenode.server.controllers.podutil import (
     controller_ref,
+    format_time,
     key_of,
+    parse_time,
     pod_ready,
     set_condition,
 )
 
 Obj = dict[str, Any]
+DELETION_TIMEOUT = dt.timedelta(minutes=2)  # upstream: an evicted pod should be gone by then
 _SCALABLE: dict[str, Resource] = {
     "ReplicaSet": REPLICA_SETS,
     "StatefulSet": STATEFUL_SETS,
@@ -88,7 +94,15 @@ class DisruptionController(Controller):
             if selector_matches(spec.get("selector"), p["metadata"].get("labels"))
             and not p["metadata"].get("deletionTimestamp")
         ]
-        healthy = sum(1 for p in pods if pod_ready(p))
+        now = self.now()
+        disrupted: dict[str, str] = {}
+        for p in pods:
+            when = parse_time(((pdb.get("status") or {}).get("disruptedPods") or {})
+                              .get(p["metadata"]["name"]))
+            if when is not None and when + DELETION_TIMEOUT > now:
+                disrupted[p["metadata"]["name"]] = format_time(when)
+                self.queue.add_after(key, (when + DELETION_TIMEOUT - now).total_seconds())
+        healthy = sum(1 for p in pods if pod_ready(p) and p["metadata"]["name"] not in disrupted)
         min_avail = spec.get("minAvailable")
         if isinstance(min_avail, int):
             expected, desired = len(pods), min_avail
@@ -121,7 +135,7 @@ class DisruptionController(Controller):
                 "expectedPods": expected,
             }
         )
-        status.setdefault("disruptedPods", {})
+        status["disruptedPods"] = disrupted
         cond = (
             {
                 "type": "DisruptionAllowed",
@@ -138,7 +152,7 @@ class DisruptionController(Controller):
             }
         )
         cond["observedGeneration"] = pdb["metadata"].get("generation", 1)
-        set_condition(status.setdefault("conditions", []), cond, self.now())
+        set_condition(status.setdefault("conditions", []), cond, now)
         if status == (pdb.get("status") or {}):
             return
         try:
