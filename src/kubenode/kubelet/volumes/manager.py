@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from kubenode.kubelet.kuberuntime.container import VolumeInfo
 from kubenode.kubelet.kuberuntime.envvars import ObjectSource, resource_field
 from kubenode.kubelet.volumes import atomic_writer
 from kubenode.kubelet.volumes.atomic_writer import FileProjection
+from kubenode.runtime import mounts
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,6 @@ class VolumeError(Exception):
 class TokenSource(Protocol):
     async def request_token(self, *, namespace: str, service_account: str, audience: str,
                             expiration_seconds: int, pod: dict[str, Any]) -> str: ...
-
-
-def _is_mountpoint(p: Path) -> bool:
-    try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4] == str(p) for line in f)
-    except OSError:
-        return False
 
 
 def check_host_path(path: str, type_: str) -> None:
@@ -92,10 +85,11 @@ def check_host_path(path: str, type_: str) -> None:
 
 
 def _mount_tmpfs(d: Path, opts: str) -> None:
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        raise VolumeError(f"mount failed: {r.stderr.strip()}")
+    # mount(2), not mount(8): the pod worker waits on this, inside the event loop
+    try:
+        mounts.mount("tmpfs", d, "tmpfs", data=opts)
+    except OSError as err:
+        raise VolumeError(f"mount failed: {err}") from None
 
 
 def _mode(item: dict[str, Any], default: int) -> int:
@@ -137,7 +131,7 @@ class VolumeManager:
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o777)
             spec = vol["emptyDir"] or {}
-            if spec.get("medium") == "Memory" and not _is_mountpoint(d):
+            if spec.get("medium") == "Memory" and not d.is_mount():
                 opts = "mode=0777"
                 if spec.get("sizeLimit"):
                     opts += f",size={int_value(spec['sizeLimit'])}"
@@ -224,9 +218,9 @@ class VolumeManager:
     def _ensure_tmpfs(self, d: Path) -> None:
         """Secrets live in memory, as upstream (best effort: plain dir if mount fails)."""
         d.mkdir(parents=True, exist_ok=True)
-        if not _is_mountpoint(d):
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(d)],
-                           capture_output=True, check=False)
+        if not d.is_mount():
+            with contextlib.suppress(OSError):
+                mounts.mount("tmpfs", d, "tmpfs", data="mode=0755")
 
     async def _config_map_payload(self, ns: str, spec: dict[str, Any],
                                   ) -> dict[str, FileProjection] | None:
@@ -308,14 +302,15 @@ class VolumeManager:
         base = self.volumes_dir(uid)
         if not base.exists():
             return
-        mounts = []
+        targets = []
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 mp = line.split()[4]
                 if mp.startswith(str(base) + "/"):
-                    mounts.append(mp)
-        for mp in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", mp], capture_output=True, check=False)
+                    targets.append(mp)
+        for mp in sorted(targets, key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                mounts.umount(Path(mp))
         shutil.rmtree(base, ignore_errors=True)
 
     def remove_pod_dir(self, uid: str) -> None:
