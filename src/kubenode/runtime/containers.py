@@ -80,6 +80,9 @@ class ContainerManager:
         self.cgroups = cgroups
         self.now = now
         self._locks: dict[str, asyncio.Lock] = {}
+        # ListContainers items by id, with the state they were built for: the PLEG
+        # lists every container each second and only the state ever changes
+        self._entries: dict[str, tuple[str, pb.Container]] = {}
 
     def lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -316,6 +319,7 @@ class ContainerManager:
         lifecycle.remove_bundle(self.layout, rec.id)
         self.cgroups.remove(rec.cgroups_path)
         self.store.drop_container(rec.id)
+        self._entries.pop(rec.id, None)
 
     # ---- status ---------------------------------------------------------------------------
     async def status(self, ident: str, *, verbose: bool) -> pb.ContainerStatusResponse:
@@ -357,25 +361,33 @@ class ContainerManager:
         r.memory_limit_in_bytes = mem.get("limit", r.memory_limit_in_bytes)
         return r
 
+    def _entry(self, rec: ContainerRecord) -> pb.Container:
+        hit = self._entries.get(rec.id)
+        if hit is None or hit[0] != rec.state:
+            cfg = rec.parsed_config
+            hit = rec.state, pb.Container(
+                id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=cfg.metadata,
+                image=cfg.image, image_ref=rec.image_ref, image_id=rec.image_id,
+                state=STATE[rec.state], created_at=rec.created_at, labels=cfg.labels,
+                annotations=cfg.annotations)
+            self._entries[rec.id] = hit
+        return hit[1]
+
     async def list_all(self, flt: pb.ContainerFilter | None) -> list[pb.Container]:
         out = []
         for rec in list(self.store.containers.values()):
             await self.refresh(rec)
-            cfg = rec.parsed_config
-            state = STATE[rec.state]
+            e = self._entry(rec)
             if flt is not None:
                 if flt.id and not rec.id.startswith(flt.id):
                     continue
                 if flt.pod_sandbox_id and not rec.sandbox_id.startswith(flt.pod_sandbox_id):
                     continue
-                if flt.HasField("state") and flt.state.state != state:
+                if flt.HasField("state") and flt.state.state != e.state:
                     continue
-                if any(cfg.labels.get(k) != v for k, v in flt.label_selector.items()):
+                if any(e.labels.get(k) != v for k, v in flt.label_selector.items()):
                     continue
-            out.append(pb.Container(
-                id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=cfg.metadata,
-                image=cfg.image, image_ref=rec.image_ref, image_id=rec.image_id, state=state,
-                created_at=rec.created_at, labels=cfg.labels, annotations=cfg.annotations))
+            out.append(e)
         return out
 
     # ---- Update / Reopen / ExecSync -------------------------------------------------------

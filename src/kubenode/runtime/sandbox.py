@@ -86,6 +86,8 @@ class SandboxManager:
         self.cgroups = cgroups
         self.now = now
         self.containers: ContainerManager | None = None
+        # ListPodSandbox items by id, with the state they were built for (see containers)
+        self._entries: dict[str, tuple[str, pb.PodSandbox]] = {}
 
     def get(self, ident: str) -> SandboxRecord:
         sid = self.store.resolve(self.store.sandboxes, ident)
@@ -289,6 +291,7 @@ class SandboxManager:
         if rec.own_cgroup_parent:
             self.cgroups.remove(rec.cgroup_parent)
         self.store.drop_sandbox(sid)
+        self._entries.pop(sid, None)
 
     # ---- status --------------------------------------------------------------------------
     def refresh(self, rec: SandboxRecord) -> None:
@@ -320,23 +323,31 @@ class SandboxManager:
             })
         return pb.PodSandboxStatusResponse(status=st, info=info, timestamp=self.now())
 
+    def _entry(self, rec: SandboxRecord) -> pb.PodSandbox:
+        hit = self._entries.get(rec.id)
+        if hit is None or hit[0] != rec.state:
+            cfg = rec.parsed_config
+            hit = rec.state, pb.PodSandbox(
+                id=rec.id, metadata=cfg.metadata,
+                state=pb.SANDBOX_READY if rec.state == READY else pb.SANDBOX_NOTREADY,
+                created_at=rec.created_at, labels=cfg.labels, annotations=cfg.annotations,
+                runtime_handler=rec.runtime_handler)
+            self._entries[rec.id] = hit
+        return hit[1]
+
     def list_all(self, flt: pb.PodSandboxFilter | None) -> list[pb.PodSandbox]:
         out = []
         for rec in list(self.store.sandboxes.values()):
             self.refresh(rec)
-            cfg = rec.parsed_config
-            state = pb.SANDBOX_READY if rec.state == READY else pb.SANDBOX_NOTREADY
+            e = self._entry(rec)
             if flt is not None:
                 if flt.id and not rec.id.startswith(flt.id):
                     continue
-                if flt.HasField("state") and flt.state.state != state:
+                if flt.HasField("state") and flt.state.state != e.state:
                     continue
-                if any(cfg.labels.get(k) != v for k, v in flt.label_selector.items()):
+                if any(e.labels.get(k) != v for k, v in flt.label_selector.items()):
                     continue
-            out.append(pb.PodSandbox(id=rec.id, metadata=cfg.metadata, state=state,
-                                     created_at=rec.created_at, labels=cfg.labels,
-                                     annotations=cfg.annotations,
-                                     runtime_handler=rec.runtime_handler))
+            out.append(e)
         return out
 
     def pod_context(self, rec: SandboxRecord, pid_mode: int) -> oci.PodContext:
