@@ -4,10 +4,11 @@ stage is running (a deletion during a sync must not be lost)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from kubenode.kubelet.container import PodUID
-from kubenode.kubelet.podworkers import PodWorkers, UpdatePodOptions, UpdateType
+from kubenode.kubelet.podworkers import PodSyncError, PodWorkers, UpdatePodOptions, UpdateType
 
 
 def _pod(rv: str, deleted: bool = False) -> dict[str, Any]:
@@ -97,3 +98,34 @@ def test_deletion_during_cleanup_cleans_up_again() -> None:
     calls = asyncio.run(scenario())
     assert calls == [("sync", "terminal", False), ("terminating", "terminal", False),
                      ("terminated", "terminal", False), ("terminated", "3", True)]
+
+
+def test_sync_error_is_retried_after_the_back_off_period() -> None:
+    """A sync raising PodSyncError (a container in back-off) is tried again after the
+    back-off period, without any update or PLEG event."""
+    async def scenario() -> list[float]:
+        times: list[float] = []
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        async def sync(pod: dict[str, Any]) -> bool:
+            times.append(loop.time())
+            if len(times) < 3:
+                raise PodSyncError("c: CrashLoopBackOff: back-off 10s restarting")
+            done.set()
+            return False
+
+        async def nothing(*_: Any) -> None:
+            return None
+
+        pw = PodWorkers(sync_pod=sync, sync_terminating_pod=nothing,
+                        sync_terminated_pod=nothing, resync_interval=3600, error_backoff=0.2)
+        pw.update_pod(UpdatePodOptions(pod=_pod("1"), update_type=UpdateType.CREATE))
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await pw.stop()
+        return times
+
+    times = asyncio.run(scenario())
+    assert len(times) == 3
+    # never before the back-off period (the jitter only adds to it)
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times)), times

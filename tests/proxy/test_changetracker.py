@@ -15,7 +15,7 @@ from kubenode.proxy.proxier import SyncRunner
 from kubenode.proxy.topology import ServiceViews
 from kubenode.proxy.types import ServicePortName, service_ports
 
-from .conftest import ep, eps, svc
+from .conftest import NODE, ep, eps, svc
 
 
 def test_service_parsing_defaults() -> None:
@@ -271,3 +271,26 @@ async def test_failed_sync_marks_unhealthy_and_forces_full_resync() -> None:
     p.on_service_add(svc("d", "10.43.0.4"))
     clock[0] += 61
     assert not health.healthy()
+
+
+def test_nftables_hairpin_elements_are_this_nodes_endpoints() -> None:
+    """Only a pod on this node can reach itself through a service here: remote endpoints
+    get no hairpin-endpoints element, local ones and those of no known node do."""
+    from kubenode.proxy import nftables
+
+    st, et = ServiceChangeTracker(), EndpointsChangeTracker()
+    sm: dict = {}  # type: ignore[type-arg]
+    em: dict = {}  # type: ignore[type-arg]
+    st.update(None, svc("s", "10.43.0.9"))
+    et.update(eps("s", [ep("10.42.0.1"), ep("10.42.0.2", node="elsewhere"),
+                        ep("10.42.0.3", node="")]))
+    st.apply(sm)
+    et.apply(em)
+    views = ServiceViews(NODE)
+    views.update(sm, em)
+    (view,) = views.views.values()
+    frag = nftables.fragment(view, cluster_cidr=None, masquerade_all=False)
+    assert frag.hairpin == {"10.42.0.1 . 10.42.0.1", "10.42.0.3 . 10.42.0.3"}
+    # all three still receive traffic
+    assert set(frag.maps["endpoints-tcp"].values()) == {
+        "10.42.0.1 . 8080", "10.42.0.2 . 8080", "10.42.0.3 . 8080"}
