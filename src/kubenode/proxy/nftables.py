@@ -208,11 +208,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     np_key = f"{proto} . {info.node_port}" if info.node_port else None
 
     if not v.any_endpoints:
-        rs.maps["no-endpoint-services"][cluster_key] = "goto reject-chain"
-        for k in ext_keys:
-            rs.maps["no-endpoint-services"][k] = "goto reject-chain"
-        if np_key:
-            rs.maps["no-endpoint-nodeports"][np_key] = "goto reject-chain"
+        _no_endpoints(rs, [cluster_key, *ext_keys], np_key, "goto reject-chain")
         return
 
     aff_t = info.session_affinity_timeout
@@ -244,15 +240,12 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         ch[svc_chain] = rules
         rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
     else:  # iTP Local without local endpoints
-        rs.maps["no-endpoint-services"][cluster_key] = "drop"
+        _no_endpoints(rs, [cluster_key], None, "drop")
 
     if not info.externally_accessible:
         return
-    if not v.external:
-        for k in ext_keys:
-            rs.maps["no-endpoint-services"][k] = "drop"
-        if np_key:
-            rs.maps["no-endpoint-nodeports"][np_key] = "drop"
+    if not v.external:  # eTP Local without local endpoints
+        _no_endpoints(rs, ext_keys, np_key, "drop")
         return
     ext: list[str] = []
     if info.external_policy_local:
@@ -283,6 +276,15 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         rs.maps["service-nodeports"][np_key] = f"goto {ext_chain}"
 
 
+def _no_endpoints(rs: Ruleset, keys: list[str], np_key: str | None, verdict: str) -> None:
+    """Traffic to these keys (and node port) has nowhere to go: reject it when the port
+    has no endpoints at all, drop it when only the traffic policy leaves none."""
+    for k in keys:
+        rs.maps["no-endpoint-services"][k] = verdict
+    if np_key:
+        rs.maps["no-endpoint-nodeports"][np_key] = verdict
+
+
 def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
                         ext_keys: list[str], np_key: str | None) -> None:
     """A service port without session affinity or a Local external policy: map
@@ -297,14 +299,11 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
         rs.maps["service-ips"][cluster_key] = f"goto {_lb_chain(rs, 'lb', proto, len(targets))}"
         _endpoint_elements(eps_map, f"{info.cluster_ip} . {info.port}", targets)
     else:  # iTP Local without local endpoints
-        rs.maps["no-endpoint-services"][cluster_key] = "drop"
+        _no_endpoints(rs, [cluster_key], None, "drop")
     if not info.externally_accessible:
         return
-    if not v.external:
-        for k in ext_keys:
-            rs.maps["no-endpoint-services"][k] = "drop"
-        if np_key:
-            rs.maps["no-endpoint-nodeports"][np_key] = "drop"
+    if not v.external:  # eTP Local without local endpoints
+        _no_endpoints(rs, ext_keys, np_key, "drop")
         return
     targets = _unique(v.external)
     if ext_keys:

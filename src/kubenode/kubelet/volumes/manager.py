@@ -302,15 +302,10 @@ class VolumeManager:
         base = self.volumes_dir(uid)
         if not base.exists():
             return
-        targets = []
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                mp = line.split()[4]
-                if mp.startswith(str(base) + "/"):
-                    targets.append(mp)
-        for mp in sorted(targets, key=len, reverse=True):
+        for mp in sorted(mounts.mountpoints_under([base]), key=lambda p: len(str(p)),
+                         reverse=True):
             with contextlib.suppress(OSError):
-                mounts.umount(Path(mp))
+                mounts.umount(mp)
         shutil.rmtree(base, ignore_errors=True)
 
     def remove_pod_dir(self, uid: str) -> None:
