@@ -80,9 +80,9 @@ def _env() -> dict[str, str]:
 def node(kind: str, tmp: Path) -> Iterator[Node]:
     """Server + runtime + kubelet in `tmp`, the node Ready; everything removed after."""
     from tests.fixtures.apiserver import start_api_server
-    from tests.fixtures.containerd import pick_subnet, run_containerd, unmount_under
+    from tests.fixtures.containerd import pick_subnet, run_containerd
     from tests.fixtures.images import build_layout
-    from tests.runtime.harness import RuntimeProc, remove_cgroup
+    from tests.runtime.harness import RuntimeProc, remove_cgroup, unmount_under
 
     subnet = pick_subnet(prefix=24, within="10.42.232.0/22")  # no test uses it
     cgroup_root = f"knbench-{secrets.token_hex(3)}"

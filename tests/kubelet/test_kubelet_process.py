@@ -19,8 +19,8 @@ import pytest
 from kubenode.cri import api_pb2 as pb
 from kubenode.cri.client import Connection, RemoteRuntimeService
 from kubenode.kubelet import cm
-from tests.fixtures.containerd import unmount_under
 from tests.kubelet.conftest import Backend
+from tests.runtime.harness import unmount_under
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

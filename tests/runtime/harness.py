@@ -19,6 +19,7 @@ import grpc
 
 from kubenode.cri import api_pb2 as pb
 from kubenode.cri import api_pb2_grpc as pb_grpc
+from kubenode.runtime import mounts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -125,8 +126,7 @@ class RuntimeProc:
             for cid in os.listdir(runc_root):
                 subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid],
                                capture_output=True)
-        for mp in sorted(mounts_under(self.dir), key=lambda p: -len(p)):
-            subprocess.run(["umount", "-l", mp], capture_output=True)
+        unmount_under(self.dir)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         remove_masquerade_rules(self.pod_cidr)
         remove_cgroup(self.cgroup_root)
@@ -164,9 +164,13 @@ def conmon_pids(under: Path) -> list[int]:
 
 
 def mounts_under(under: Path) -> list[str]:
-    pre = str(under).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(pre)]
+    return [str(p) for p in mounts.mountpoints_under([under])]
+
+
+def unmount_under(under: Path) -> None:
+    """Lazily unmount everything mounted inside `under`, deepest first."""
+    for mp in sorted(mounts_under(under), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
 
 
 def remove_cgroup(rel: str) -> None:
