@@ -119,6 +119,16 @@ def forbidden(*, user: str, verb: str, resource: str, group: str, name: str = ""
                        name=name)
 
 
+def forbidden_because(*, resource: str, group: str = "", name: str,
+                      reason: str) -> StatusError:
+    """403 for a reason other than authorization (upstream NewForbidden): admission,
+    protected objects, disruption budgets."""
+    qr = _qualified(resource, group)
+    return StatusError(code=403, reason="Forbidden",
+                       message=f'{qr} "{name}" is forbidden: {reason}',
+                       group=group, kind=resource, name=name)
+
+
 def unauthorized(message: str = "Unauthorized") -> StatusError:
     return StatusError(code=401, reason="Unauthorized", message=message)
 

@@ -74,10 +74,10 @@ class Admission:
             if info.kind == "Event":
                 return
             name = (obj.get("metadata") or {}).get("name") or ""
-            raise errors.StatusError(
-                code=403, reason="Forbidden", group=info.group, kind=info.plural, name=name,
-                message=f'{info.qualified} "{name}" is forbidden: unable to create new '
-                        f"content in namespace {ns} because it is being terminated")
+            raise errors.forbidden_because(
+                resource=info.plural, group=info.group, name=name,
+                reason=f"unable to create new content in namespace {ns} because it is being "
+                       "terminated")
 
     async def priority(self, pod: dict[str, Any]) -> None:
         """Priority admission: spec.priority (and preemptionPolicy) from the named
@@ -95,10 +95,9 @@ class Admission:
                 if err.code != 404:
                     raise
                 pod_name = (pod.get("metadata") or {}).get("name") or ""
-                raise errors.StatusError(
-                    code=403, reason="Forbidden", kind="pods", name=pod_name,
-                    message=f'pods "{pod_name}" is forbidden: no PriorityClass with name '
-                            f"{name} was found") from err
+                raise errors.forbidden_because(
+                    resource="pods", name=pod_name,
+                    reason=f"no PriorityClass with name {name} was found") from err
         else:
             from kubenode.server.apiserver.registry.store import ListOptions
             for item in (await store.list("", ListOptions()))["items"]:
@@ -136,10 +135,10 @@ class Admission:
                 if err.code != 404:
                     raise
         pod_name = md.get("name") or md.get("generateName") or ""
-        raise errors.StatusError(
-            code=403, reason="Forbidden", kind="pods", name=pod_name,
-            message=f'pods "{pod_name}" is forbidden: error looking up service account '
-                    f'{ns}/{name}: serviceaccount "{name}" not found')
+        raise errors.forbidden_because(
+            resource="pods", name=pod_name,
+            reason=f'error looking up service account {ns}/{name}: serviceaccount "{name}" '
+                   "not found")
 
     async def mount_service_account_token(self, pod: dict[str, Any]) -> None:
         spec = pod.get("spec")

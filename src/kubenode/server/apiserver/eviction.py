@@ -80,17 +80,15 @@ async def check_disruption_budget(server: APIServer, pod: dict[str, Any], *,
                 f"The disruption budget {bname} is still being processed by the server.", 10)
         allowed = int(st.get("disruptionsAllowed", 0))
         if allowed < 0:
-            raise errors.StatusError(
-                code=403, reason="Forbidden", group="policy", kind="poddisruptionbudget",
-                name=bname, message=f'poddisruptionbudget.policy "{bname}" is forbidden: '
-                                    "pdb disruptions allowed is negative")
+            raise errors.forbidden_because(resource="poddisruptionbudget", group="policy",
+                                           name=bname,
+                                           reason="pdb disruptions allowed is negative")
         disrupted = st.setdefault("disruptedPods", {})
         if len(disrupted) > MAX_DISRUPTED_PODS:
-            raise errors.StatusError(
-                code=403, reason="Forbidden", group="policy", kind="poddisruptionbudget",
-                name=bname, message=f'poddisruptionbudget.policy "{bname}" is forbidden: '
-                                    "DisruptedPods map too big - too many evictions not "
-                                    "confirmed by PDB controller")
+            raise errors.forbidden_because(
+                resource="poddisruptionbudget", group="policy", name=bname,
+                reason="DisruptedPods map too big - too many evictions not confirmed by PDB "
+                       "controller")
         if allowed == 0:
             raise _too_many_requests(
                 f"The disruption budget {bname} needs {st.get('desiredHealthy', 0)} healthy "

@@ -51,8 +51,7 @@ def _restricted(label: str) -> bool:
 
 
 def _forbidden(kind: str, name: str, message: str) -> errors.StatusError:
-    return errors.StatusError(code=403, reason="Forbidden", kind=kind, name=name,
-                              message=f'{kind} "{name}" is forbidden: {message}')
+    return errors.forbidden_because(resource=kind, name=name, reason=message)
 
 
 def admit(*, kind: str, op: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:

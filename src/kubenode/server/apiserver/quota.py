@@ -28,9 +28,8 @@ _COMPUTE = ("cpu", "memory")
 
 
 def _forbidden(info: ResourceInfo, name: str, message: str) -> errors.StatusError:
-    return errors.StatusError(code=403, reason="Forbidden", group=info.group, kind=info.plural,
-                              name=name, message=f'{info.qualified} "{name}" is forbidden: '
-                                                 f"{message}")
+    return errors.forbidden_because(resource=info.plural, group=info.group, name=name,
+                                    reason=message)
 
 
 def _fmt(resource: str, value: Decimal) -> str:

@@ -259,9 +259,8 @@ class FinalizingNamespaceStore(Store):
                      dry_run: bool = False) -> tuple[dict[str, Any], bool]:
         from kubenode.server.apiserver.admission import SYSTEM_NAMESPACES
         if name in SYSTEM_NAMESPACES:
-            raise errors.StatusError(
-                code=403, reason="Forbidden", kind="namespaces", name=name,
-                message=f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+            raise errors.forbidden_because(resource="namespaces", name=name,
+                                           reason="this namespace may not be deleted")
         if dry_run:
             return await self.get("", name), False
 
