@@ -43,7 +43,7 @@ from kubenode.kubelet.kuberuntime.config import RuntimeManagerConfig
 from kubenode.kubelet.kuberuntime.envvars import NoObjects, ObjectSource
 from kubenode.kubelet.kuberuntime.manager import KubeGenericRuntimeManager
 from kubenode.kubelet.kuberuntime.qos import pod_cgroup_parent, qos_class
-from kubenode.kubelet.mirror import MirrorClient
+from kubenode.kubelet.mirror import MirrorClient, mirror_key
 from kubenode.kubelet.pleg import GenericPLEG
 from kubenode.kubelet.podstatus import ProbeView, generate_api_pod_status, rfc3339
 from kubenode.kubelet.podworkers import PodSyncError, PodWorkers, UpdatePodOptions, UpdateType
@@ -251,9 +251,7 @@ class Kubelet:
             return True
         self.status_manager.set_pod_status(pod, api_status)
         if self.mirror is not None and is_static_pod(pod):
-            m = pod["metadata"]
-            await self.mirror.sync(pod, self.mirror_pods().get(
-                f"{m.get('namespace', 'default')}/{m['name']}"))
+            await self.mirror.sync(pod, self.mirror_pods().get(mirror_key(pod)))
         self.probe_manager.add_pod(pod)
         try:
             volumes = await self.volume_manager.mount_pod_volumes(pod, pod_ips=st.ips)
@@ -317,8 +315,7 @@ class Kubelet:
         if not self.expected_sources <= set(self.sources):
             return  # do not call anything an orphan before every source has spoken
         if self.mirror is not None:
-            static = {f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
-                      for p in self.pods.values() if is_static_pod(p)}
+            static = {mirror_key(p) for p in self.pods.values() if is_static_pod(p)}
             for key, mp in self.mirror_pods().items():
                 if key not in static:
                     await self.mirror.delete(mp)
@@ -361,8 +358,7 @@ class Kubelet:
         """Mirror pods `keys` (namespace/name) came, went or changed: sync their static
         pods now (a deleted mirror pod is recreated by the sync)."""
         for uid, pod in self.pods.items():
-            m = pod["metadata"]
-            if is_static_pod(pod) and f"{m.get('namespace', 'default')}/{m['name']}" in keys:
+            if is_static_pod(pod) and mirror_key(pod) in keys:
                 self._wake(uid)
 
     def _wake(self, uid: PodUID) -> None:

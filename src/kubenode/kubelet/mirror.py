@@ -19,6 +19,12 @@ from kubenode.kubelet.sources import CONFIG_HASH, CONFIG_MIRROR
 log = logging.getLogger(__name__)
 
 
+def mirror_key(pod: dict[str, Any]) -> str:
+    """namespace/name: what a static pod and its mirror pod have in common."""
+    m = pod["metadata"]
+    return f"{m.get('namespace', 'default')}/{m['name']}"
+
+
 @dataclass(kw_only=True)
 class MirrorClient:
     client: ApiClient

@@ -14,6 +14,7 @@ from typing import Any
 
 from kubenode.client.api import ApiClient
 from kubenode.client.informer import Informer, ResourceEventHandler
+from kubenode.kubelet.mirror import mirror_key
 from kubenode.kubelet.sources import CONFIG_MIRROR, SOURCE_API
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,7 @@ class ApiserverSource:
         pods, mirrors = [], {}
         for p in self.informer.items():
             if is_mirror_pod(p):
-                m = p["metadata"]
-                mirrors[f"{m.get('namespace', 'default')}/{m['name']}"] = p
+                mirrors[mirror_key(p)] = p
             else:
                 pods.append(p)
         old, self.mirrors = self.mirrors, mirrors
