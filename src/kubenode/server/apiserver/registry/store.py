@@ -171,27 +171,25 @@ class Store:
         hit = self._encoded.get(kv.key)
         if hit is not None and hit[0] == kv.mod_revision:
             return hit[1]
-        raw = json.dumps(self.decode(kv), separators=(",", ":")).encode()
-        self._cache_encoded(kv, raw)
-        return raw
+        return self._cache_encoded(kv, self.decode(kv))
 
     def _written(self, kv: KeyValue) -> dict[str, Any]:
         """The object a write stored, its list JSON cached on the way (a list after many
         writes, as after 10k creates, then encodes nothing)."""
         obj = self.decode(kv)
-        self._cache_encoded(kv, json.dumps(obj, separators=(",", ":")).encode())
+        self._cache_encoded(kv, obj)
         return obj
 
-    def _cache_encoded(self, kv: KeyValue, raw: bytes) -> None:
+    def _cache_encoded(self, kv: KeyValue, obj: dict[str, Any]) -> bytes:
         """One entry per key (the latest revision seen), so the cache holds at most the
         live objects, and at most ENCODED_BYTES of them."""
-        old = self._encoded.pop(kv.key, None)
-        if old is not None:
-            self._encoded_bytes -= len(old[1])
+        raw = json.dumps(obj, separators=(",", ":")).encode()
+        self._forget(kv.key)
         self._encoded[kv.key] = (kv.mod_revision, raw)
         self._encoded_bytes += len(raw)
         while self._encoded_bytes > ENCODED_BYTES:
             self._encoded_bytes -= len(self._encoded.pop(next(iter(self._encoded)))[1])
+        return raw
 
     def _forget(self, key: str) -> None:
         old = self._encoded.pop(key, None)
