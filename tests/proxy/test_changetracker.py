@@ -127,16 +127,21 @@ async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.M
     """Two ports of one service share the cluster IP and a load-balancing chain:
     removing one port must not take the IP out of cluster-ips nor the chain away;
     removing the service does the first. Only the changed port is rendered."""
-    from kubenode.proxy import nftables
+    from kubenode.proxy import nfnetlink, nftables
 
     scripts: list[str] = []
+    batches: list[dict[str, tuple[bytes, int]]] = []
 
     async def fake_nft(args: list[str], stdin: str | None = None) -> str:
         if stdin is not None:
             scripts.append(stdin)
         return '{"nftables": []}'
 
+    def fake_commit(batch: nfnetlink.ElementBatch) -> None:
+        batches.append(batch._sets)
+
     monkeypatch.setattr(nftables, "run_nft", fake_nft)
+    monkeypatch.setattr(nfnetlink.ElementBatch, "commit", fake_commit)
     backend = nftables.NftablesBackend(table="t")
     st, et = ServiceChangeTracker(), EndpointsChangeTracker()
     sm: dict = {}  # type: ignore[type-arg]
@@ -154,9 +159,13 @@ async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.M
     # both ports share one load-balancing chain: their endpoints are map elements
     assert scripts[-1].count("add rule ip t lb-tcp-1 ") == 1
     assert ("add rule ip t lb-tcp-1 meta l4proto tcp dnat ip to ip daddr . tcp dport . "
-            "numgen random mod 1 map @endpoints-tcp") in scripts[-1]
+            "numgen random mod 1 map @endpoints-tcp-gen1") in scripts[-1]
     assert "10.43.0.7 . tcp . 81 : goto lb-tcp-1" in scripts[-1]
-    assert "10.43.0.7 . 81 . 0 : 10.42.0.1 . 8081" in scripts[-1]
+    # the endpoints went over netlink, into generation 1 staged by the script before
+    assert "add map ip t endpoints-tcp-gen1 " in scripts[-2]
+    (elements, size), = batches[-1].values()
+    assert list(batches[-1]) == ["endpoints-tcp-gen1"] and len(elements) == 2 * size
+    assert "10.43.0.7 . 81 . 0" not in scripts[-1]
 
     one = svc("s", "10.43.0.7", {"name": "a", "port": 80})
     st.update(two, one)
@@ -164,7 +173,7 @@ async def test_nftables_partial_sync_keeps_shared_elements(monkeypatch: pytest.M
     script = scripts[-1]
     assert "10.43.0.7 . tcp . 81" in script and "10.43.0.7 . tcp . 80" not in script
     assert "cluster-ips {" not in script.replace("add set ip t cluster-ips {", "")
-    assert "delete element ip t endpoints-tcp { 10.43.0.7 . 81 . 0 }" in script
+    assert "delete element ip t endpoints-tcp-gen1 { 10.43.0.7 . 81 . 0 }" in script
     assert "chain" not in script  # the shared chain stays: port a still uses it
     assert rules < full_rules
 

@@ -1,5 +1,6 @@
 """nftables backend (upstream pkg/proxy/nftables): one `ip` table (default `kubenode`),
-written in ONE `nft -f` transaction per sync.
+changed by ONE `nft -f` transaction per sync (a full sync prepares its endpoint maps
+before it: below).
 
 Layout (names as upstream's kube-proxy table where the thing exists there):
   base chains   nat-prerouting/nat-output -> services; nat-postrouting -> masquerading;
@@ -12,8 +13,8 @@ Layout (names as upstream's kube-proxy table where the thing exists there):
                 masqueraded in masquerading)
   maps          service-ips (ip . proto . port -> goto), service-nodeports
                 (proto . port -> goto), no-endpoint-services, no-endpoint-nodeports,
-                endpoints-<proto> (ip . port . i -> endpoint ip . port),
-                nodeport-endpoints-<proto> (port . i -> endpoint ip . port)
+                endpoints-<proto>-gen<N> (ip . port . i -> endpoint ip . port),
+                nodeport-endpoints-<proto>-gen<N> (port . i -> endpoint ip . port)
   shared chains lb-<proto>-<n>, ext-lb-<proto>-<n>, np-lb-<proto>-<n>: ONE rule choosing
                 endpoint `numgen random mod n` of the port the packet was sent to, from
                 `endpoints-<proto>` (by destination) or `nodeport-endpoints-<proto>` (by
@@ -33,9 +34,14 @@ on 6.18 with a chain per service: 54 ms of a 76 ms one-service change at 10k ser
 with elements only, a change validates nothing of the kind. Named maps per service would
 be worse: the kernel looks set names up linearly (10k named maps: 23 s to load).
 
-Full sync: declare everything, flush every chain and map and refill them, delete
-chains/maps/sets that are no longer wanted (affinity sets that stay are never flushed,
-so ClientIP affinity survives). Partial sync: only the service ports whose view changed
+Full sync: the endpoint maps (~90% of the elements) of generation N+1 are declared
+empty, then filled over netlink (nfnetlink: nft would spend 1.4 s parsing 100k of
+them); nothing reads them yet. Then one transaction declares everything, flushes every
+chain and the other maps and refills them, points the shared chains at generation N+1
+and deletes generation N and whatever else is no longer wanted (affinity sets that stay
+are never flushed, so ClientIP affinity survives). So the data plane still moves from
+the old state to the new one at a single commit; a failure before it leaves
+generation N in use and N+1 for the next full sync to delete. Partial sync: only the service ports whose view changed
 are rendered and diffed against what the last successful sync applied for them; map and
 set elements are added/removed one by one, their own chains flushed and rewritten or
 deleted; shared chains are added when first needed and removed only by a full sync."""
@@ -43,13 +49,17 @@ deleted; shared chains are added when first needed and removed only by a full sy
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
+import re
+import socket
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from kubenode.proxy import nfnetlink
 from kubenode.proxy.topology import ServiceView
 from kubenode.proxy.types import Endpoint, ServicePortName
 
@@ -70,14 +80,20 @@ MAPS: dict[str, str] = {
     "service-nodeports": "type inet_proto . inet_service : verdict;",
     "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict;",
     "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
-    # per protocol: nft 1.0.6 cannot read back a `typeof ... th dport` key that rules
-    # use with a protocol match ("conflicting protocols specified: tcp vs. th")
+}
+# per protocol: nft 1.0.6 cannot read back a `typeof ... th dport` key that rules use
+# with a protocol match ("conflicting protocols specified: tcp vs. th"). In the table
+# they are named <name>-gen<N>: a full sync fills generation N+1 over netlink while
+# the rules still read generation N, then switches the rules over in its transaction.
+ENDPOINT_MAPS: dict[str, str] = {
     **{f"endpoints-{p}": f"typeof ip daddr . {p} dport . numgen random mod 1 : "
                          f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
     **{f"nodeport-endpoints-{p}": f"typeof {p} dport . numgen random mod 1 : "
                                   f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
 }
-SHARED_PREFIXES = ("lb-", "ext-lb-", "np-lb-")
+# key: address . port . index (or port . index), data: address . port
+PACKERS = {m: nfnetlink.ElementPacker(12 if m.startswith("endpoints-") else 8, 8)
+           for m in ENDPOINT_MAPS}
 
 
 class NftError(RuntimeError):
@@ -93,16 +109,19 @@ class Ruleset:
     sets: dict[str, str] = field(default_factory=dict)  # name -> declaration
     cluster_ips: set[str] = field(default_factory=set)
     hairpin: set[str] = field(default_factory=set)  # "ep . ep" pairs
+    shared: set[str] = field(default_factory=set)  # shared chains used
+    # ENDPOINT_MAPS' elements (also in `maps`) encoded for netlink, a blob per port
+    wire: dict[str, list[bytes]] = field(default_factory=dict)
 
     def rule_count(self) -> int:
         """Rules and map elements (the few shared chains' rules not counted, so that the
         counts of service ports add up)."""
-        return sum(len(r) for n, r in self.chains.items() if not is_shared(n)) + sum(
+        return sum(len(r) for r in self.chains.values()) + sum(
             len(m) for m in self.maps.values())
 
 
-def is_shared(chain: str) -> bool:
-    return chain.startswith(SHARED_PREFIXES)
+def _empty() -> Ruleset:
+    return Ruleset(maps={m: {} for m in (*MAPS, *ENDPOINT_MAPS)})
 
 
 def _proto(p: str) -> str:
@@ -159,7 +178,7 @@ def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
         "ip daddr . meta l4proto . th dport vmap @service-ips",
         "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
         "vmap @service-nodeports"]
-    for m in MAPS:
+    for m in (*MAPS, *ENDPOINT_MAPS):
         rs.maps[m] = {}
 
     for v in views:
@@ -184,13 +203,16 @@ def _merge(into: Ruleset, frag: Ruleset) -> None:
     cluster-ips and hairpin-endpoints sets: callers know whether they are shared)."""
     into.chains.update(frag.chains)
     into.sets.update(frag.sets)
+    into.shared |= frag.shared
     for m, elems in frag.maps.items():
         if elems:
             into.maps[m].update(elems)
+    for m, blobs in frag.wire.items():
+        into.wire.setdefault(m, []).extend(blobs)
 
 
 def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool) -> Ruleset:
-    frag = Ruleset(maps={m: {} for m in MAPS})
+    frag = _empty()
     _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
     return frag
 
@@ -293,11 +315,13 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
     info = v.info
     proto = _proto(info.protocol)
     rs.hairpin.update(_hairpin_pairs(v))
-    eps_map = rs.maps[f"endpoints-{proto}"]
+    eps_map = f"endpoints-{proto}"
+    port = _inet_service(info.port)
     if v.internal:
         targets = _unique(v.internal)
         rs.maps["service-ips"][cluster_key] = f"goto {_lb_chain(rs, 'lb', proto, len(targets))}"
-        _endpoint_elements(eps_map, f"{info.cluster_ip} . {info.port}", targets)
+        _endpoint_elements(rs, eps_map, f"{info.cluster_ip} . {info.port}",
+                           _ipv4(info.cluster_ip) + port, targets)
     else:  # iTP Local without local endpoints
         _no_endpoints(rs, [cluster_key], None, "drop")
     if not info.externally_accessible:
@@ -310,12 +334,12 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
         chain = _lb_chain(rs, "ext-lb", proto, len(targets))
         for ip, k in zip((*info.external_ips, *info.load_balancer_ips), ext_keys, strict=True):
             rs.maps["service-ips"][k] = f"goto {chain}"
-            _endpoint_elements(eps_map, f"{ip} . {info.port}", targets)
+            _endpoint_elements(rs, eps_map, f"{ip} . {info.port}", _ipv4(ip) + port, targets)
     if np_key:
         rs.maps["service-nodeports"][np_key] = \
             f"goto {_lb_chain(rs, 'np-lb', proto, len(targets))}"
-        _endpoint_elements(rs.maps[f"nodeport-endpoints-{proto}"], str(info.node_port),
-                           targets)
+        _endpoint_elements(rs, f"nodeport-endpoints-{proto}", str(info.node_port),
+                           _inet_service(info.node_port), targets)
 
 
 def _hairpin_pairs(v: ServiceView) -> list[str]:
@@ -330,23 +354,43 @@ def _unique(eps: tuple[Endpoint, ...]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((ep.ip, ep.port) for ep in eps))
 
 
-def _endpoint_elements(into: dict[str, str], key: str, targets: list[tuple[str, int]]) -> None:
+_ipv4 = socket.inet_aton
+_inet_service = functools.cache(nfnetlink.inet_service)
+_u32 = functools.cache(nfnetlink.u32)
+
+
+def _endpoint_elements(rs: Ruleset, m: str, key: str, key_wire: bytes,
+                       targets: list[tuple[str, int]]) -> None:
+    """Elements `key . i : endpoint i` of endpoint map m, as text and encoded."""
+    into = rs.maps[m]
+    pack = PACKERS[m].pack
+    wire = []
     for i, (ip, port) in enumerate(targets):
         into[f"{key} . {i}"] = f"{ip} . {port}"
+        wire.append(pack(key_wire + _u32(i), _ipv4(ip) + _inet_service(port)))
+    rs.wire.setdefault(m, []).append(b"".join(wire))
 
 
 def _lb_chain(rs: Ruleset, kind: str, proto: str, n: int) -> str:
-    """The shared chain choosing one of n endpoints for `proto` (added to `rs`)."""
+    """The shared chain choosing one of n endpoints for `proto` (noted in `rs`; its
+    rules depend on the endpoint maps' generation: shared_rules)."""
     name = f"{kind}-{proto}-{n}"
+    rs.shared.add(name)
+    return name
+
+
+def shared_rules(name: str, maps: Mapping[str, str]) -> list[str]:
+    """The rules of shared chain `name` (<kind>-<proto>-<n>), reading the endpoint maps
+    named by `maps` (ENDPOINT_MAPS name -> name in the table)."""
+    kind, proto, n = name.rsplit("-", 2)
     if kind == "np-lb":
-        key, m = f"{proto} dport", f"nodeport-endpoints-{proto}"
+        key, m = f"{proto} dport", maps[f"nodeport-endpoints-{proto}"]
     else:
-        key, m = f"ip daddr . {proto} dport", f"endpoints-{proto}"
+        key, m = f"ip daddr . {proto} dport", maps[f"endpoints-{proto}"]
     rules = [f"meta l4proto {proto} dnat ip to {key} . numgen random mod {n} map @{m}"]
     if kind != "lb":  # node ports, external and load-balancer IPs: masquerade
         rules.insert(0, "jump mark-for-masquerade")
-    rs.chains[name] = rules
-    return name
+    return rules
 
 
 def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
@@ -368,9 +412,13 @@ def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
 
 
 def render(table: str, desired: Ruleset, applied: Ruleset | None,
-           existing_chains: set[str], existing_sets: set[str]) -> str:
+           existing_chains: set[str], existing_sets: set[str],
+           maps: Mapping[str, str]) -> str:
     """The `nft -f` script moving the table from `applied` (None: unknown -> full) to
-    `desired`. `existing_*` are the table's objects when doing a full sync."""
+    `desired`. `existing_*` are the table's objects when doing a full sync. `maps`
+    names the endpoint maps in the table (ENDPOINT_MAPS name -> generation's name); a
+    full sync has filled them already (stage_endpoint_maps) and writes none of their
+    elements here."""
     t = f"ip {table}"
     out = [f"add table {t} {{ comment \"rules for kubenode kube-proxy\" ; }}"]
     full = applied is None
@@ -381,7 +429,10 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
     out.append(f"add set {t} hairpin-endpoints {{ type ipv4_addr . ipv4_addr; }}")
     for name, decl in MAPS.items():
         out.append(f"add map {t} {name} {{ {decl} }}")
-    for name in desired.chains:
+    for name, decl in ENDPOINT_MAPS.items():
+        out.append(f"add map {t} {maps[name]} {{ {decl} }}")
+    shared = desired.shared if full else desired.shared - applied.shared  # type: ignore[union-attr]
+    for name in (*desired.chains, *sorted(shared)):
         if not full and name in applied.chains:  # type: ignore[union-attr]
             continue
         hook = BASE_CHAINS.get(name)
@@ -396,9 +447,9 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
         out.append(f"flush set {t} hairpin-endpoints")
         if desired.hairpin:
             out.append(f"add element {t} hairpin-endpoints {{ {', '.join(desired.hairpin)} }}")
-        for m, elems in desired.maps.items():
+        for m in MAPS:
             out.append(f"flush map {t} {m}")
-            if elems:
+            if elems := desired.maps[m]:
                 body = ", ".join(f"{k} : {v}" for k, v in elems.items())
                 out.append(f"add element {t} {m} {{ {body} }}")
     else:
@@ -420,26 +471,50 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
             dels = [k for k, v in old.items() if elems.get(k) != v]
             adds = [f"{k} : {v}" for k, v in elems.items() if old.get(k) != v]
             if dels:
-                out.append(f"delete element {t} {m} {{ {', '.join(dels)} }}")
+                out.append(f"delete element {t} {maps.get(m, m)} {{ {', '.join(dels)} }}")
             if adds:
-                out.append(f"add element {t} {m} {{ {', '.join(adds)} }}")
+                out.append(f"add element {t} {maps.get(m, m)} {{ {', '.join(adds)} }}")
 
-    for name, rules in desired.chains.items():
+    for name, rules in (*desired.chains.items(),
+                        *((n, shared_rules(n, maps)) for n in sorted(shared))):
         if not full and applied.chains.get(name) == rules:  # type: ignore[union-attr]
             continue
         out.append(f"flush chain {t} {name}")
         out.extend(f"add rule {t} {name} {r}" for r in rules)
 
-    stale_chains = (existing_chains if full else set(applied.chains)) - set(desired.chains)  # type: ignore[union-attr]
+    if full:
+        stale_chains = existing_chains - set(desired.chains) - desired.shared
+        stale_sets = existing_sets - set(desired.sets) - {
+            "cluster-ips", "hairpin-endpoints", *MAPS, *maps.values()}
+    else:  # shared chains stay until a full sync
+        stale_chains = set(applied.chains) - set(desired.chains)  # type: ignore[union-attr]
+        stale_sets = set(applied.sets) - set(desired.sets)  # type: ignore[union-attr]
     for name in sorted(stale_chains):
         out.append(f"flush chain {t} {name}")
     for name in sorted(stale_chains):
         out.append(f"delete chain {t} {name}")
-    stale_sets = (existing_sets if full else set(applied.sets)) - set(desired.sets) - {  # type: ignore[union-attr]
-        "cluster-ips", "hairpin-endpoints", *MAPS}
     for name in sorted(stale_sets):
         out.append(f"delete set {t} {name}")
     return "\n".join(out) + "\n"
+
+
+def stage_endpoint_maps(table: str, maps: Mapping[str, str]) -> str:
+    """The `nft -f` script declaring a new generation of endpoint maps, empty (no rule
+    reads them yet: filling them changes nothing until render()'s script commits)."""
+    t = f"ip {table}"
+    out = [f"add table {t} {{ comment \"rules for kubenode kube-proxy\" ; }}"]
+    for name, decl in ENDPOINT_MAPS.items():
+        out += [f"add map {t} {maps[name]} {{ {decl} }}", f"flush map {t} {maps[name]}"]
+    return "\n".join(out) + "\n"
+
+
+def generation(names: Iterable[str]) -> int:
+    """The highest endpoint map generation among set names (0: none)."""
+    gens = [int(m[1]) for n in names if (m := _GENERATION.fullmatch(n))]
+    return max(gens, default=0)
+
+
+_GENERATION = re.compile(r"(?:nodeport-)?endpoints-[a-z]+-gen(\d+)")
 
 
 async def run_nft(args: list[str], stdin: str | None = None) -> str:
@@ -470,6 +545,7 @@ class NftablesBackend:
         self._pairs: Counter[str] = Counter()  # hairpin-endpoints elements
         self._rules = 0
         self._shared: set[str] = set()  # shared chains in the table
+        self._generation = 0  # of the endpoint maps the rules read; 0: unknown
         self._synced = False  # False: what the table holds is unknown -> full sync
         self.last_script = ""
 
@@ -508,14 +584,23 @@ class NftablesBackend:
         finally:
             gc.enable()
         chains, sets = await self._existing()
-        await self._apply(render(self.table, desired, None, chains, sets))
+        gen = max(self._generation, generation(sets)) + 1
+        maps = {m: f"{m}-gen{gen}" for m in ENDPOINT_MAPS}
+        self._synced = False
+        await run_nft(["-f", "-"], stage_endpoint_maps(self.table, maps))
+        batch = nfnetlink.ElementBatch(self.table)
+        for m, blobs in desired.wire.items():
+            batch.add(maps[m], b"".join(blobs), PACKERS[m].size)
+        await asyncio.to_thread(batch.commit)
+        await self._apply(render(self.table, desired, None, chains, sets, maps))
+        self._generation = gen
         self._frags = frags
         self._ips, self._pairs = Counter(), Counter()
         for _, frag in frags.values():
             self._ips.update(frag.cluster_ips)
             self._pairs.update(frag.hairpin)
         self._rules = desired.rule_count()
-        self._shared = {n for n in desired.chains if is_shared(n)}
+        self._shared = desired.shared
         self._synced = True
         return self._rules
 
@@ -527,7 +612,7 @@ class NftablesBackend:
         partial sync may drop the survivor's element until the next full sync."""
         if not changed:
             return self._rules
-        old, new = Ruleset(maps={m: {} for m in MAPS}), Ruleset(maps={m: {} for m in MAPS})
+        old, new = _empty(), _empty()
         fresh: dict[ServicePortName, tuple[ServiceView, Ruleset] | None] = {}
         ips: Counter[str] = Counter()
         pairs: Counter[str] = Counter()
@@ -560,12 +645,10 @@ class NftablesBackend:
                 elif before <= 0 < before + d:
                     in_new.add(key)
         # shared chains: added when first needed, left for the full sync to remove
-        for name in [n for n in old.chains if is_shared(n)]:
-            del old.chains[name]
-        for name in [n for n in new.chains if is_shared(n) and n in self._shared]:
-            del new.chains[name]
-        await self._apply(render(self.table, new, old, set(), set()))
-        self._shared |= {n for n in new.chains if is_shared(n)}
+        old.shared = self._shared
+        await self._apply(render(self.table, new, old, set(), set(),
+                                 {m: f"{m}-gen{self._generation}" for m in ENDPOINT_MAPS}))
+        self._shared |= new.shared
         for spn, entry in fresh.items():
             if entry is None:
                 self._frags.pop(spn, None)

@@ -1,0 +1,88 @@
+"""Endpoint map elements written over netlink (kubenode.proxy.nfnetlink) are the ones
+nft writes from the same text, a batch is one transaction, and large batches are split
+into messages the kernel takes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from kubenode.proxy import nfnetlink, nftables
+
+pytestmark = pytest.mark.root
+
+
+def nft(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+
+
+@pytest.fixture
+def table() -> Iterator[str]:
+    name = f"kpnl{secrets.token_hex(3)}"
+    decls = "".join(f"add map ip {name} {m}-{copy} {{ {d} }}\n"
+                    for m, d in nftables.ENDPOINT_MAPS.items() for copy in ("nft", "nl"))
+    nft("-f", "-", stdin=f"add table ip {name}\n{decls}")
+    yield name
+    subprocess.run(["nft", "delete", "table", "ip", name], capture_output=True)
+
+
+def elements(table: str, name: str) -> list[str]:
+    """The map's elements as nft lists them, one per line."""
+    out = nft("-j", "list", "map", "ip", table, name)
+    (m,) = [o["map"] for o in json.loads(out)["nftables"] if "map" in o]
+    return sorted(json.dumps(e, sort_keys=True) for e in m.get("elem", []))
+
+
+def test_elements_match_what_nft_writes(table: str) -> None:
+    rs = nftables._empty()
+    targets = [("10.1.0.1", 8080), ("192.168.255.254", 1), ("10.1.0.3", 65535)]
+    nftables._endpoint_elements(rs, "endpoints-tcp", "10.0.0.1 . 80", nfnetlink.ipv4(
+        "10.0.0.1") + nfnetlink.inet_service(80), targets)
+    nftables._endpoint_elements(rs, "endpoints-tcp", "172.16.0.9 . 65535",
+                                nfnetlink.ipv4("172.16.0.9") + nfnetlink.inet_service(65535),
+                                targets[:1])
+    nftables._endpoint_elements(rs, "nodeport-endpoints-udp", "30053",
+                                nfnetlink.inet_service(30053), targets)
+    batch = nfnetlink.ElementBatch(table)
+    for m, blobs in rs.wire.items():
+        text = ", ".join(f"{k} : {v}" for k, v in rs.maps[m].items())
+        nft("-f", "-", stdin=f"add element ip {table} {m}-nft {{ {text} }}\n")
+        batch.add(f"{m}-nl", b"".join(blobs), nftables.PACKERS[m].size)
+    batch.commit()
+    for m in ("endpoints-tcp", "nodeport-endpoints-udp"):
+        written = elements(table, f"{m}-nft")
+        assert len(written) == len(rs.maps[m]) and elements(table, f"{m}-nl") == written
+    assert "10.0.0.1 . 80 . 2 : 10.1.0.3 . 65535" in nft("list", "map", "ip", table,
+                                                          "endpoints-tcp-nl")
+
+
+def test_refused_batch_applies_nothing(table: str) -> None:
+    pack = nftables.PACKERS["endpoints-tcp"].pack
+    good = pack(nfnetlink.ipv4("10.0.0.1") + nfnetlink.inet_service(80) + nfnetlink.u32(0),
+                nfnetlink.ipv4("10.1.0.1") + nfnetlink.inet_service(8080))
+    batch = nfnetlink.ElementBatch(table)
+    batch.add("endpoints-tcp-nl", good, len(good))
+    batch.add("no-such-map", good, len(good))
+    with pytest.raises(nfnetlink.NetlinkError, match="no-such-map: No such file") as err:
+        batch.commit()
+    assert err.value.errno == 2
+    assert elements(table, "endpoints-tcp-nl") == []  # the good message was rolled back
+
+
+def test_large_batches_are_split_into_messages(table: str) -> None:
+    pack = nftables.PACKERS["nodeport-endpoints-tcp"].pack
+    n = 20000  # 640 kB: ~11 messages of at most 64 kB, one sendmsg
+    blob = b"".join(pack(nfnetlink.inet_service(30000 + i // 10) + nfnetlink.u32(i % 10),
+                         nfnetlink.ipv4(f"10.2.{i // 250}.{i % 250 + 1}")
+                         + nfnetlink.inet_service(80)) for i in range(n))
+    batch = nfnetlink.ElementBatch(table)
+    batch.add("nodeport-endpoints-tcp-nl", blob, len(blob) // n)
+    batch.commit()
+    assert len(elements(table, "nodeport-endpoints-tcp-nl")) == n
+    assert "31999 . 9 : 10.2.79.250 . 80" in nft("list", "map", "ip", table,
+                                                 "nodeport-endpoints-tcp-nl")
