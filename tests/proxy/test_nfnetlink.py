@@ -68,7 +68,7 @@ def test_refused_batch_applies_nothing(table: str) -> None:
     batch = nfnetlink.ElementBatch(table)
     batch.add("endpoints-tcp-nl", good, len(good))
     batch.add("no-such-map", good, len(good))
-    with pytest.raises(nfnetlink.NetlinkError, match="no-such-map: No such file") as err:
+    with pytest.raises(nfnetlink.NetlinkError, match="set no-such-map: No such file") as err:
         batch.commit()
     assert err.value.errno == 2
     assert elements(table, "endpoints-tcp-nl") == []  # the good message was rolled back

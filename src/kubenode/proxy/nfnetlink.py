@@ -42,6 +42,7 @@ NFTA_DATA_VALUE = 1
 _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")  # res_id is big-endian: packed pre-swapped
 _NLATTR = struct.Struct("=HH")
+ACK_TIMEOUT = 60.0
 # an attribute's length is 16 bits: elements go in messages of at most this many bytes
 _MAX_ELEMENTS_BYTES = 60000
 
@@ -148,10 +149,18 @@ class ElementBatch:
             # the whole batch is one datagram: the socket buffer must hold it
             sk.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(data) + 65536)
             sk.bind((0, 0))
-            sk.sendto(data, (0, 0))
-            self._acks(sk, names)
+            sk.settimeout(ACK_TIMEOUT)
+            try:
+                sk.sendto(data, (0, 0))
+                self._acks(sk, names)
+            except TimeoutError:
+                raise NetlinkError(f"netlink: no answer to {len(names)} messages adding "
+                                   f"elements to table {self.table} in {ACK_TIMEOUT} s",
+                                   errno.ETIMEDOUT) from None
 
     def _acks(self, sk: socket.socket, names: dict[int, str]) -> None:
+        """Every NEWSETELEM is answered (ack or error) once the kernel has committed or
+        aborted the whole batch; an error for anything else (the batch itself) ends it."""
         pending = set(names)
         failure: NetlinkError | None = None
         while pending:
@@ -161,11 +170,14 @@ class ElementBatch:
                 length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(buf, off)
                 if length < _NLMSGHDR.size:
                     break
-                if kind == NLMSG_ERROR and seq in pending:
-                    pending.discard(seq)
+                if kind == NLMSG_ERROR:
                     (code,) = struct.unpack_from("=i", buf, off + 16)
                     if code < 0 and failure is None:
-                        failure = self._error(-code, names[seq], buf[off:off + length])
+                        failure = self._error(-code, names.get(seq, "(batch)"),
+                                              buf[off:off + length])
+                    if seq not in pending and code < 0:
+                        pending.clear()
+                    pending.discard(seq)
                 off += (length + 3) & ~3
         if failure is not None:
             raise failure
@@ -182,10 +194,6 @@ class ElementBatch:
                 text = msg[off + 4:off + alen].rstrip(b"\0").decode(errors="replace")
             off += (alen + 3) & ~3
         detail = f": {text}" if text else ""
-        return NetlinkError(f"netlink: add element to {self.family_name} {self.table} "
-                            f"{set_name}: {os.strerror(code)} "
-                            f"({errno.errorcode.get(code, code)}){detail}", code)
-
-    @property
-    def family_name(self) -> str:
-        return {NFPROTO_IPV4: "ip"}.get(self.family, str(self.family))
+        return NetlinkError(f"netlink: add element to table {self.table} set {set_name}: "
+                            f"{os.strerror(code)} ({errno.errorcode.get(code, code)}){detail}",
+                            code)

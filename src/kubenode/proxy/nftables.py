@@ -41,10 +41,12 @@ chain and the other maps and refills them, points the shared chains at generatio
 and deletes generation N and whatever else is no longer wanted (affinity sets that stay
 are never flushed, so ClientIP affinity survives). So the data plane still moves from
 the old state to the new one at a single commit; a failure before it leaves
-generation N in use and N+1 for the next full sync to delete. Partial sync: only the service ports whose view changed
-are rendered and diffed against what the last successful sync applied for them; map and
-set elements are added/removed one by one, their own chains flushed and rewritten or
-deleted; shared chains are added when first needed and removed only by a full sync."""
+generation N in use and N+1 for the next full sync to delete.
+
+Partial sync: only the service ports whose view changed are rendered and diffed
+against what the last successful sync applied for them; map and set elements are
+added/removed one by one, their own chains flushed and rewritten or deleted; shared
+chains are added when first needed and removed only by a full sync."""
 
 from __future__ import annotations
 
