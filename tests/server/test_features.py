@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -319,3 +320,58 @@ def test_too_large_resource_version(server: APIServerProcess) -> None:
     code, lst = _raw(server, f"/api/v1/namespaces/default/configmaps?resourceVersion={current}"
                              "&resourceVersionMatch=NotOlderThan")
     assert code == 200 and lst["kind"] == "ConfigMapList"
+
+
+def _samples(server: APIServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics as (sample name, labels) -> value, read with `kubectl get --raw`."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = subprocess.run(["kubectl", "--kubeconfig", str(server.kubeconfig), "get", "--raw",
+                           "/metrics"], capture_output=True, text=True, check=True,
+                          timeout=30).stdout
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_request_metrics(server: APIServerProcess) -> None:
+    """apiserver_request_total / _duration_seconds with upstream's labels: LIST for
+    collections, scope, code, dry run; unknown resources and paths as bounded labels."""
+    def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+        base = {"dry_run": "", "group": "", "version": "v1", "subresource": "",
+                "component": "apiserver"}
+        return name, frozenset({**base, **labels}.items())
+
+    lists = key("apiserver_request_total", verb="LIST", resource="configmaps",
+                scope="namespace", code="200")
+    missing = key("apiserver_request_total", verb="GET", resource="configmaps",
+                  scope="resource", code="404")
+    dry = key("apiserver_request_total", verb="POST", resource="configmaps",
+              scope="resource", code="201", dry_run="All")
+    unknown = key("apiserver_request_total", verb="LIST", resource="", version="",
+                  scope="namespace", code="404")
+    other = key("apiserver_request_total", verb="GET", resource="", version="",
+                subresource="other", scope="", code="404")
+    durations = key("apiserver_request_duration_seconds_count", verb="LIST",
+                    resource="configmaps", scope="namespace")
+    before = _samples(server)
+    for _ in range(3):
+        assert _raw(server, "/api/v1/namespaces/default/configmaps")[0] == 200
+    assert _raw(server, "/api/v1/namespaces/default/configmaps/nope")[0] == 404
+    assert _raw(server, "/api/v1/namespaces/default/gizmos")[0] == 404
+    assert _raw(server, "/no/such/path")[0] == 404
+    ctx = ssl.create_default_context(cafile=str(server.ca_cert))
+    pki = server.data_dir / "pki"
+    ctx.load_cert_chain(pki / "admin.crt", pki / "admin.key")
+    req = urllib.request.Request(
+        server.url + "/api/v1/namespaces/default/configmaps?dryRun=All", method="POST",
+        data=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": "dry"}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        assert r.status == 201
+    after = _samples(server)
+    for k, n in ((lists, 3), (missing, 1), (dry, 1), (unknown, 1), (other, 1),
+                 (durations, 3)):
+        assert after.get(k, 0) - before.get(k, 0) == n, (k, before.get(k), after.get(k))
+    # the scrape itself is the one read-only request in flight
+    assert after[("apiserver_current_inflight_requests",
+                  frozenset({"request_kind": "readOnly"}.items()))] == 1

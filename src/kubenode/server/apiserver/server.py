@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from kubenode.api import errors
 from kubenode.server.apiserver import (
     bootstraptoken,
     discovery,
     handlers,
+    metrics,
     metricsapi,
     noderestriction,
     openapi,
@@ -87,6 +89,8 @@ class APIServer:
                                          Awaitable[dict[str, Any]]]] = field(
         default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    request_metrics: metrics.ApiserverMetrics = field(
+        default_factory=metrics.ApiserverMetrics)
     openapi: openapi.OpenAPI | None = None
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -217,17 +221,32 @@ class APIServer:
     async def _middleware(self, request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                           ) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except errors.StatusError as err:
-            return handlers.status_response(err)
-        except web.HTTPException:
-            raise
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception as err:
-            log.exception("request failed method=%s path=%s", request.method, request.path)
-            return handlers.status_response(errors.internal_error(str(err)))
+        """Errors as Status objects; every request counted in the request metrics."""
+        info = request["info"] = parse_request(
+            request.method, request.path, watch=handlers.truthy(request.query.get("watch")))
+        known = info.is_resource and (info.group == metricsapi.GROUP or self.table.lookup(
+            info.group, info.version, info.resource) is not None)
+        labels = metrics.labels_for(info, method=request.method,
+                                    content_type=request.content_type,
+                                    dry_run=request.query.get("dryRun") == "All", known=known)
+        start = time.monotonic()
+        observe = self.request_metrics.observe
+        with self.request_metrics.track(info, labels):
+            try:
+                response = await handler(request)
+            except errors.StatusError as err:
+                response = handlers.status_response(err)
+            except web.HTTPException as exc:
+                observe(info, labels, exc.status, time.monotonic() - start)
+                raise
+            except (ConnectionResetError, asyncio.CancelledError):
+                raise  # the client went away: no response to count
+            except Exception as err:
+                log.exception("request failed method=%s path=%s", request.method,
+                              request.path)
+                response = handlers.status_response(errors.internal_error(str(err)))
+            observe(info, labels, response.status, time.monotonic() - start)
+            return response
 
     async def authenticate(self, request: web.Request) -> UserInfo:
         peercert = request.transport.get_extra_info("peercert") if request.transport else None
@@ -270,9 +289,7 @@ class APIServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         user = await self.impersonate(request, await self.authenticate(request))
         request["user"] = user
-        path = request.path
-        watch = handlers.truthy(request.query.get("watch"))
-        info = parse_request(request.method, path, watch=watch)
+        info: RequestInfo = request["info"]
         assert self.authorizer is not None
         await self.authorizer.authorize_request(user, info)
         # Admission plugins that judge by requester (NodeRestriction) read this; each
@@ -335,7 +352,8 @@ class APIServer:
         if path == "/.well-known/openid-configuration" or path == "/openid/v1/jwks":
             return handlers.json_response(self.sa_tokens.discovery(path, self.port))
         if path == "/metrics":
-            return web.Response(text="# kubenode apiserver\n", content_type="text/plain")
+            return web.Response(body=self.request_metrics.exposition(),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
         raise _not_found()
 
     def _aggregated(self, *, legacy: bool, version: str) -> web.Response:
