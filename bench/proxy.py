@@ -264,6 +264,8 @@ def main(argv: list[str]) -> int:
                 report.add(*row)
     finally:
         report.notes.append("times include building the desired state in Python, rendering "
-                            "and the one nft -f / iptables-restore transaction")
+                            "and the one nft -f / iptables-restore transaction (nftables "
+                            "full syncs: also the netlink batch filling the endpoint maps "
+                            "before it)")
         report.emit()
     return 0
