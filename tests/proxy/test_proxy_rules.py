@@ -4,6 +4,7 @@ nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import re
 import subprocess
@@ -163,3 +164,71 @@ async def test_nftables_failed_full_sync_keeps_the_live_generation(
     assert re.findall(r"map (endpoints-tcp-gen\d+)", listing) == ["endpoints-tcp-gen3"]
     assert "@endpoints-tcp-gen3" in listing
     assert both()
+
+
+ECHO_SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 9000))
+s.listen(1)
+c, _ = s.accept()
+while data := c.recv(100):
+    c.sendall(data)
+"""
+# one connection; a line on stdin -> sent, the echo printed (or the error)
+ECHO_CLIENT = """
+import socket, sys
+c = socket.create_connection(("10.43.200.60", 9000), timeout=3)
+for line in sys.stdin:
+    try:
+        c.sendall(line.encode())
+        print(c.recv(100).decode().strip() or "closed", flush=True)
+    except OSError as err:
+        print(f"error: {err}", flush=True)
+"""
+
+
+async def test_restart_keeps_established_connections(proxy: Harness, netenv: NetEnv) -> None:
+    """A restarted proxy's first (full) sync rewrites every rule: a TCP connection made
+    through a service before it goes on afterwards (its conntrack entry keeps the NAT)."""
+    def load(h: Harness) -> None:
+        h.service(svc("echo", "10.43.200.60", {"name": "e", "port": 9000,
+                                               "protocol": "TCP"}))
+        h.slice(eps("echo", [ep("10.42.200.11")], {"name": "e", "port": 9000,
+                                                    "protocol": "TCP"}))
+        feed(h, 3)
+
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netenv.pods["a"].ns, sys.executable, "-c", ECHO_SERVER)
+    client = None
+    try:
+        load(proxy)
+        await proxy.sync()
+        await asyncio.sleep(0.3)  # the server listening
+        client = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", netenv.pods["client"].ns, sys.executable, "-c",
+            ECHO_CLIENT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert client.stdin is not None and client.stdout is not None
+        stdin, stdout = client.stdin, client.stdout
+
+        async def say(word: str) -> str:
+            stdin.write(word.encode() + b"\n")
+            async with asyncio.timeout(10):
+                return (await stdout.readline()).decode().strip()
+
+        assert await say("before") == "before"
+        restarted = Harness(proxy.kind, tag=proxy.tag)
+        load(restarted)
+        await restarted.sync()
+        assert not restarted.proxier.need_full_sync
+        assert await say("after") == "after"
+        # and again after the periodic full resync of the restarted proxy
+        restarted.proxier.need_full_sync = True
+        await restarted.sync()
+        assert await say("resync") == "resync"
+    finally:
+        for p in (client, server):
+            if p is not None:
+                p.kill()
+                await p.wait()
