@@ -303,3 +303,32 @@ def test_nftables_hairpin_elements_are_this_nodes_endpoints() -> None:
     # all three still receive traffic
     assert set(frag.maps["endpoints-tcp"].values()) == {
         "10.42.0.1 . 8080", "10.42.0.2 . 8080", "10.42.0.3 . 8080"}
+
+
+def test_nftables_endpoint_elements_encoded_as_written() -> None:
+    """The netlink encoding of the endpoint maps has exactly the text elements: two
+    services claiming one external IP and port (a conflict) give one element per key,
+    the last one's, as the text does (a key given twice would make the kernel refuse
+    the whole batch)."""
+    from kubenode.proxy import nfnetlink, nftables
+
+    st, et = ServiceChangeTracker(), EndpointsChangeTracker()
+    sm: dict = {}  # type: ignore[type-arg]
+    em: dict = {}  # type: ignore[type-arg]
+    for name, ip, pod in (("x", "10.43.0.21", "10.42.0.1"), ("y", "10.43.0.22", "10.42.0.2")):
+        st.update(None, svc(name, ip, externalIPs=["10.43.201.5"]))
+        et.update(eps(name, [ep(pod)]))
+    st.apply(sm)
+    et.apply(em)
+    views = ServiceViews(NODE)
+    views.update(sm, em)
+    rs = nftables.build_ruleset(views.views.values(), cluster_cidr=None, service_cidrs=[])
+    text, wire = rs.maps["endpoints-tcp"], rs.wire["endpoints-tcp"]
+    assert set(wire) == set(text) == {"10.43.0.21 . 80 . 0", "10.43.0.22 . 80 . 0",
+                                      "10.43.201.5 . 80 . 0"}
+    for key, value in text.items():
+        ip, port, i = key.split(" . ")
+        eip, eport = value.split(" . ")
+        assert wire[key] == nftables.PACKERS["endpoints-tcp"].pack(
+            nfnetlink.ipv4(ip) + nfnetlink.inet_service(int(port)) + nfnetlink.u32(int(i)),
+            nfnetlink.ipv4(eip) + nfnetlink.inet_service(int(eport)))

@@ -49,10 +49,10 @@ def test_elements_match_what_nft_writes(table: str) -> None:
     nftables._endpoint_elements(rs, "nodeport-endpoints-udp", "30053",
                                 nfnetlink.inet_service(30053), targets)
     batch = nfnetlink.ElementBatch(table)
-    for m, blobs in rs.wire.items():
+    for m, encoded in rs.wire.items():
         text = ", ".join(f"{k} : {v}" for k, v in rs.maps[m].items())
         nft("-f", "-", stdin=f"add element ip {table} {m}-nft {{ {text} }}\n")
-        batch.add(f"{m}-nl", b"".join(blobs), nftables.PACKERS[m].size)
+        batch.add(f"{m}-nl", b"".join(encoded.values()), nftables.PACKERS[m].size)
     batch.commit()
     for m in ("endpoints-tcp", "nodeport-endpoints-udp"):
         written = elements(table, f"{m}-nft")

@@ -112,8 +112,8 @@ class Ruleset:
     cluster_ips: set[str] = field(default_factory=set)
     hairpin: set[str] = field(default_factory=set)  # "ep . ep" pairs
     shared: set[str] = field(default_factory=set)  # shared chains used
-    # ENDPOINT_MAPS' elements (also in `maps`) encoded for netlink, a blob per port
-    wire: dict[str, list[bytes]] = field(default_factory=dict)
+    # ENDPOINT_MAPS' elements as in `maps` (key -> element), encoded for netlink
+    wire: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
     def rule_count(self) -> int:
         """Rules and map elements (the few shared chains' rules not counted, so that the
@@ -209,8 +209,10 @@ def _merge(into: Ruleset, frag: Ruleset) -> None:
     for m, elems in frag.maps.items():
         if elems:
             into.maps[m].update(elems)
-    for m, blobs in frag.wire.items():
-        into.wire.setdefault(m, []).extend(blobs)
+    for m, encoded in frag.wire.items():
+        # as `maps`: of two ports claiming one key the last wins (the kernel would refuse
+        # the batch for a key given twice with different data)
+        into.wire.setdefault(m, {}).update(encoded)
 
 
 def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool) -> Ruleset:
@@ -365,12 +367,12 @@ def _endpoint_elements(rs: Ruleset, m: str, key: str, key_wire: bytes,
                        targets: list[tuple[str, int]]) -> None:
     """Elements `key . i : endpoint i` of endpoint map m, as text and encoded."""
     into = rs.maps[m]
+    wire = rs.wire.setdefault(m, {})
     pack = PACKERS[m].pack
-    wire = []
     for i, (ip, port) in enumerate(targets):
-        into[f"{key} . {i}"] = f"{ip} . {port}"
-        wire.append(pack(key_wire + _u32(i), _ipv4(ip) + _inet_service(port)))
-    rs.wire.setdefault(m, []).append(b"".join(wire))
+        k = f"{key} . {i}"
+        into[k] = f"{ip} . {port}"
+        wire[k] = pack(key_wire + _u32(i), _ipv4(ip) + _inet_service(port))
 
 
 def _lb_chain(rs: Ruleset, kind: str, proto: str, n: int) -> str:
@@ -591,8 +593,8 @@ class NftablesBackend:
         self._synced = False
         await run_nft(["-f", "-"], stage_endpoint_maps(self.table, maps))
         batch = nfnetlink.ElementBatch(self.table)
-        for m, blobs in desired.wire.items():
-            batch.add(maps[m], b"".join(blobs), PACKERS[m].size)
+        for m, encoded in desired.wire.items():
+            batch.add(maps[m], b"".join(encoded.values()), PACKERS[m].size)
         await asyncio.to_thread(batch.commit)
         await self._apply(render(self.table, desired, None, chains, sets, maps))
         self._generation = gen
