@@ -16,8 +16,9 @@ from kubenode.proxy.healthcheck import ProxierHealth, ServiceHealthServer
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.nftables import NftablesBackend
 from kubenode.proxy.proxier import Backend, Proxier
+from kubenode.proxy.types import IPFamily
 
-from .netenv import CLUSTER_CIDR, SERVICE_CIDR, NetEnv
+from .netenv import CLUSTER_CIDR, CLUSTER_CIDR6, SERVICE_CIDR, SERVICE_CIDR6, NetEnv
 
 NODE = "node-a"
 BACKENDS = ["nftables", "iptables"]
@@ -41,27 +42,31 @@ def netenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetEnv]:
         env.close()
 
 
-def make_backend(kind: str, tag: str) -> Backend:
+def make_backend(kind: str, tag: str, family: IPFamily = "IPv4") -> Backend:
+    v6 = family == "IPv6"
+    cluster_cidr = CLUSTER_CIDR6 if v6 else CLUSTER_CIDR
     if kind == "nftables":
-        return NftablesBackend(table=f"kpt{tag}", cluster_cidr=CLUSTER_CIDR,
-                               service_cidrs=[SERVICE_CIDR])
+        return NftablesBackend(table=f"kpt{tag}", cluster_cidr=cluster_cidr,
+                               service_cidrs=[SERVICE_CIDR6 if v6 else SERVICE_CIDR],
+                               family=family)
     from kubenode.proxy.iptables import IptablesBackend
-    return IptablesBackend(chain_prefix=f"KT{tag[:4].upper()}", cluster_cidr=CLUSTER_CIDR)
+    return IptablesBackend(chain_prefix=f"KT{tag[:4].upper()}", cluster_cidr=cluster_cidr,
+                           family=family)
 
 
 class Harness:
     """Feeds Service/EndpointSlice dicts through the real tracker + sync path."""
 
-    def __init__(self, kind: str, tag: str | None = None) -> None:
+    def __init__(self, kind: str, tag: str | None = None, family: IPFamily = "IPv4") -> None:
         self.kind = kind
         self.tag = tag or secrets.token_hex(3)
-        self.backend = make_backend(kind, self.tag)
+        self.backend = make_backend(kind, self.tag, family)
         self.service_health = ServiceHealthServer(bind_host="127.0.0.1")
         self.health = ProxierHealth(now=time.time)
-        self.conntrack = Conntrack()
+        self.conntrack = Conntrack(family=family)
         self.proxier = Proxier(backend=self.backend, node_name=NODE, conntrack=self.conntrack,
                                metrics=ProxyMetrics.create(), health=self.health,
-                               service_health=self.service_health)
+                               service_health=self.service_health, family=family)
         self.proxier.on_services_synced()
         self.proxier.on_endpointslices_synced()
         self.services: dict[str, dict[str, Any]] = {}

@@ -5,7 +5,12 @@ traffic is routed by the host and crosses its netfilter hooks, not bridged).
 Pods serve HTTP with busybox httpd: port 8080 answers /cgi-bin/who with
 "<pod> <client ip>", port 8081 answers "alt-<pod> <client ip>"; UDP 5353 echoes
 "<pod> <client ip>". Cluster pods live in 10.42.200.0/24 (gateway .1), the off-cluster
-client in 10.42.201.0/24 (gateway .1). Everything is removed in `close()`."""
+client in 10.42.201.0/24 (gateway .1). Everything is removed in `close()`.
+
+IPv6: every pod also has fd42:200::<n> (fd42:201::<n> off-cluster; n as in its IPv4
+address) and serves the same CGI on [::]:8086; the host reaches fd43:200::/112 (the
+IPv6 service range) through the tun device too. The host does not forward IPv6 (that
+would change how it takes router advertisements), so IPv6 tests connect from the host."""
 
 from __future__ import annotations
 
@@ -24,6 +29,16 @@ OFF_GW = "10.42.201.1"
 SERVICE_CIDR = "10.43.200.0/24"
 HOST_VIP = "10.43.200.11"
 EXTERNAL_CIDR = "10.43.201.0/24"  # external and load-balancer IPs of test services
+CLUSTER_CIDR6 = "fd42:200::/64"
+SERVICE_CIDR6 = "fd43:200::/112"
+GW6, OFF_GW6 = "fd42:200::1", "fd42:201::1"
+HTTP6_PORT = 8086
+
+
+def ipv6_of(ip: str) -> str:
+    """A pod's IPv6 address: 10.42.200.11 -> fd42:200::11."""
+    _, _, net, host = ip.split(".")
+    return f"fd42:{net}::{host}"
 
 CGI = """#!/bin/sh
 echo "Content-Type: text/plain"
@@ -72,6 +87,8 @@ class NetEnv:
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{GW}/24", "dev", self.bridge)
         sh("ip", "addr", "add", f"{OFF_GW}/24", "dev", self.bridge)
+        sh("ip", "-6", "addr", "add", f"{GW6}/64", "dev", self.bridge, "nodad")
+        sh("ip", "-6", "addr", "add", f"{OFF_GW6}/64", "dev", self.bridge, "nodad")
         sh("ip", "link", "set", self.bridge, "up")
         # host -> VIP: the route lookup happens before nat OUTPUT rewrites the address and
         # the OUTPUT hook keeps that first device; route the test's service range to a
@@ -80,6 +97,7 @@ class NetEnv:
         sh("ip", "link", "set", self.dummy, "up")
         sh("ip", "route", "add", SERVICE_CIDR, "dev", self.dummy, "src", GW)
         sh("ip", "route", "add", EXTERNAL_CIDR, "dev", self.dummy, "src", GW)
+        sh("ip", "-6", "route", "add", SERVICE_CIDR6, "dev", self.dummy, "src", GW6)
         Path(f"/proc/sys/net/ipv4/conf/{self.bridge}/send_redirects").write_text("0")
         Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
 
@@ -88,6 +106,7 @@ class NetEnv:
         ns = f"kp{self.tag}-{name}"
         host_if = f"kp{self.tag}{self._n}"
         gw = GW if ip.startswith("10.42.200.") else OFF_GW
+        gw6 = GW6 if ip.startswith("10.42.200.") else OFF_GW6
         sh("ip", "netns", "add", ns)
         pod = Pod(name, ns, ip)
         self.pods[name] = pod
@@ -100,7 +119,10 @@ class NetEnv:
                     ["ip", "link", "set", "eth0", "up"],
                     ["ip", "addr", "add", f"{ip}/32", "dev", "eth0"],
                     ["ip", "route", "add", gw, "dev", "eth0", "scope", "link"],
-                    ["ip", "route", "add", "default", "via", gw, "dev", "eth0"]):
+                    ["ip", "route", "add", "default", "via", gw, "dev", "eth0"],
+                    ["ip", "-6", "addr", "add", f"{ipv6_of(ip)}/128", "dev", "eth0", "nodad"],
+                    ["ip", "-6", "route", "add", gw6, "dev", "eth0"],
+                    ["ip", "-6", "route", "add", "default", "via", gw6, "dev", "eth0"]):
             sh("ip", "netns", "exec", ns, *cmd)
         # the host sends ICMP redirects for pod->pod/VIP traffic it routes back out of the
         # same bridge; pods must keep using the host as their gateway
@@ -118,6 +140,10 @@ class NetEnv:
                     ["ip", "netns", "exec", ns, "busybox", "httpd", "-f", "-p",
                      f"0.0.0.0:{port}", "-h", str(d)], stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL))
+            pod.procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns, "busybox", "httpd", "-f", "-p",
+                 f"[::]:{HTTP6_PORT}", "-h", str(self.root / f"{name}-8080")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             pod.procs.append(subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, str(HERE / "udpecho.py"), name,
                  "5353"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -13,7 +13,7 @@ from kubenode.proxy.changetracker import EndpointsChangeTracker, ServiceChangeTr
 from kubenode.proxy.config import ConfigError, ProxyConfig, parse_duration
 from kubenode.proxy.proxier import SyncRunner
 from kubenode.proxy.topology import ServiceViews
-from kubenode.proxy.types import ServicePortName, service_ports
+from kubenode.proxy.types import ServicePortName, service_ports, slice_endpoints
 
 from .conftest import NODE, ep, eps, svc
 
@@ -32,6 +32,44 @@ def test_service_parsing_defaults() -> None:
     assert tcp.node_port == 30001 and tcp.external_policy_local
     assert service_ports(svc("h", "None")) == {}
     assert service_ports({"metadata": {"name": "e"}, "spec": {"type": "ExternalName"}}) == {}
+
+
+def test_each_family_sees_its_addresses() -> None:
+    """A dual-stack Service gives each family's proxier its own cluster IP and external
+    IPs; an EndpointSlice counts for its addressType's family only; a single-stack
+    Service has no ports for the other family."""
+    s = svc("web", "10.43.0.5", externalIPs=["1.2.3.4", "fd00:0::7"])
+    s["spec"]["clusterIPs"] = ["10.43.0.5", "fd43:0:0::5"]
+    (v4,) = service_ports(s, "IPv4").values()
+    (v6,) = service_ports(s, "IPv6").values()
+    assert (v4.cluster_ip, v4.external_ips) == ("10.43.0.5", ("1.2.3.4",))
+    assert (v6.cluster_ip, v6.external_ips) == ("fd43::5", ("fd00::7",))
+    assert service_ports(svc("four", "10.43.0.6"), "IPv6") == {}
+    six = eps("web", [ep("fd42::11")])
+    six["addressType"] = "IPv6"
+    assert slice_endpoints(six, "IPv4") == {}
+    assert [e.ip for e in slice_endpoints(six, "IPv6")[("http", "TCP")]] == ["fd42::11"]
+    assert slice_endpoints(eps("web", [ep("10.42.0.1")]), "IPv6") == {}
+
+
+def test_health_is_kept_per_family() -> None:
+    """One family's failed sync keeps /healthz unhealthy until that family syncs again,
+    whatever the other does (upstream ProxierHealthServer keys its state by family)."""
+    from kubenode.proxy.healthcheck import ProxierHealth
+
+    clock = [100.0]
+    h = ProxierHealth(now=lambda: clock[0], health_timeout=60)
+    h.updated("IPv4")
+    h.updated("IPv6")
+    h.failed("IPv6")
+    h.updated("IPv4")
+    assert not h.healthy()
+    h.updated("IPv6")
+    assert h.healthy()
+    h.queued("IPv6")
+    h.updated("IPv4")
+    clock[0] += 61
+    assert not h.healthy()  # IPv6's change waited too long, IPv4's syncs do not count
 
 
 def test_service_tracker_drops_noop_changes() -> None:
@@ -329,6 +367,6 @@ def test_nftables_endpoint_elements_encoded_as_written() -> None:
     for key, value in text.items():
         ip, port, i = key.split(" . ")
         eip, eport = value.split(" . ")
-        assert wire[key] == nftables.PACKERS["endpoints-tcp"].pack(
+        assert wire[key] == nftables.packer(nftables.IPV4, "endpoints-tcp").pack(
             nfnetlink.ipv4(ip) + nfnetlink.inet_service(int(port)) + nfnetlink.u32(int(i)),
             nfnetlink.ipv4(eip) + nfnetlink.inet_service(int(eport)))

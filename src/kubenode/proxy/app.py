@@ -5,7 +5,13 @@
                                                        # config.kubeconfig (owned, closed)
     await server.run()          # until cancelled; rules stay in place on exit (as
                                 # upstream: traffic keeps flowing across restarts)
-    await server.ready.wait()   # set after the first successful sync
+    await server.ready.wait()   # set after every family's first successful sync
+
+One proxier per IP family (upstream's dual-stack MetaProxier): IPv4, and IPv6 where the
+kernel has it (and, for --proxy-mode iptables, ip6tables-restore). Each has its own
+table or chains and trackers; they share the informers, healthz (healthy when both
+are) and metrics. --cluster-cidr and --proxy-service-cidr may list CIDRs of both
+families. healthCheckNodePorts are served by the first family's proxier.
 
 run(): clean up the other backend's rules (switching --proxy-mode), start the healthz
 (:10256 /healthz, /livez) and metrics (:10249 /metrics) listeners, start the Service
@@ -19,9 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,27 +44,55 @@ from kubenode.proxy.iptables import IptablesBackend
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.nftables import NftablesBackend
 from kubenode.proxy.proxier import Backend, Proxier
+from kubenode.proxy.types import FAMILIES, IPFamily
 
 log = logging.getLogger(__name__)
 
 PROXY_LABEL_SELECTOR = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless"
 
 
-def make_backends(config: ProxyConfig) -> dict[str, Backend]:
-    service_cidrs = list(config.service_cidrs)
+def cidrs_of(value: str | list[str] | None, family: IPFamily) -> list[str]:
+    """The CIDRs of `family` in a comma-separated list (or a list)."""
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    version = 4 if family == "IPv4" else 6
+    out = []
+    for item in (i.strip() for i in items):
+        with contextlib.suppress(ValueError):
+            if item and ipaddress.ip_network(item, strict=False).version == version:
+                out.append(item)
+    return out
+
+
+def make_backends(config: ProxyConfig, family: IPFamily = "IPv4") -> dict[str, Backend]:
+    cluster_cidr = next(iter(cidrs_of(config.cluster_cidr, family)), None)
     return {
-        "nftables": NftablesBackend(table=config.nft_table, cluster_cidr=config.cluster_cidr,
-                                    service_cidrs=service_cidrs,
-                                    masquerade_all=config.masquerade_all),
+        "nftables": NftablesBackend(table=config.nft_table, cluster_cidr=cluster_cidr,
+                                    service_cidrs=cidrs_of(config.service_cidrs, family),
+                                    masquerade_all=config.masquerade_all, family=family),
         "iptables": IptablesBackend(chain_prefix=config.iptables_chain_prefix,
-                                    cluster_cidr=config.cluster_cidr,
-                                    masquerade_all=config.masquerade_all),
+                                    cluster_cidr=cluster_cidr,
+                                    masquerade_all=config.masquerade_all, family=family),
     }
 
 
+def ip_families(mode: str) -> list[IPFamily]:
+    """IPv4, and IPv6 when the kernel has it (and the iptables mode its ip6tables)."""
+    if not Path("/proc/net/if_inet6").exists():
+        return ["IPv4"]
+    if mode == "iptables" and shutil.which("ip6tables-restore") is None:
+        log.warning("ip6tables-restore not found: IPv6 services are not proxied")
+        return ["IPv4"]
+    return ["IPv4", "IPv6"]
+
+
 async def cleanup(config: ProxyConfig) -> None:
-    for backend in make_backends(config).values():
-        await backend.cleanup()
+    for family in FAMILIES:
+        for backend in make_backends(config, family).values():
+            try:
+                await backend.cleanup()
+            except FileNotFoundError as err:  # no ip6tables: nothing of ours there
+                log.warning("cleanup of backend=%s family=%s skipped err=%s",
+                            backend.name, family, err)
 
 
 class ProxyServer:
@@ -67,17 +105,22 @@ class ProxyServer:
         self._client = client
         self.metrics = ProxyMetrics.create()
         self.health = ProxierHealth(now=now, health_timeout=2 * config.sync_period)
-        backends = make_backends(config)
-        self.backend = backends.pop(config.mode)
-        self._others = list(backends.values())
-        self.proxier = Proxier(
-            backend=self.backend, node_name=config.hostname_override,
-            conntrack=Conntrack() if config.conntrack else None, metrics=self.metrics,
-            health=self.health,
-            service_health=ServiceHealthServer(bind_host=config.health_check_bind_address),
-            min_sync_period=config.min_sync_period, sync_period=config.sync_period,
-            now=now, monotonic=monotonic)
-        self.ready = self.proxier.first_sync
+        self._others: list[Backend] = []
+        self.proxiers: list[Proxier] = []
+        for family in ip_families(config.mode):
+            backends = make_backends(config, family)
+            self.proxiers.append(Proxier(
+                backend=backends.pop(config.mode), node_name=config.hostname_override,
+                conntrack=Conntrack(family=family) if config.conntrack else None,
+                metrics=self.metrics, health=self.health, family=family,
+                service_health=None if self.proxiers else ServiceHealthServer(
+                    bind_host=config.health_check_bind_address),
+                min_sync_period=config.min_sync_period, sync_period=config.sync_period,
+                now=now, monotonic=monotonic))
+            self._others += backends.values()
+        self.proxier = self.proxiers[0]  # the primary family's
+        self.backend = self.proxier.backend
+        self.ready = asyncio.Event()  # every family's first sync done
         # bound (host, port) of healthz and metrics once run() started (for port 0)
         self.addresses: list[tuple[str, int]] = []
 
@@ -123,33 +166,45 @@ class ProxyServer:
             client = ApiClient(load_kubeconfig(self.config.kubeconfig))
         runners = await self._serve()
         self.addresses = [tuple(r.addresses[0][:2]) for r in runners]
-        p = self.proxier
+        proxiers = self.proxiers
+
+        def each(method: str) -> Callable[..., None]:
+            def call(*args: Any) -> None:
+                for p in proxiers:
+                    getattr(p, method)(*args)
+            return call
+
         services = Informer(client, "services", label_selector=PROXY_LABEL_SELECTOR)
         services.add_event_handler(ResourceEventHandler(
-            on_add=p.on_service_add, on_update=p.on_service_update,
-            on_delete=p.on_service_delete))
+            on_add=each("on_service_add"), on_update=each("on_service_update"),
+            on_delete=each("on_service_delete")))
         slices = Informer(client, "endpointslices", label_selector=PROXY_LABEL_SELECTOR)
         slices.add_event_handler(ResourceEventHandler(
-            on_add=p.on_endpointslice_add, on_update=p.on_endpointslice_update,
-            on_delete=p.on_endpointslice_delete))
+            on_add=each("on_endpointslice_add"), on_update=each("on_endpointslice_update"),
+            on_delete=each("on_endpointslice_delete")))
 
         async def mark_synced() -> None:
             await services.wait_for_sync()
-            p.on_services_synced()
+            each("on_services_synced")()
             await slices.wait_for_sync()
-            p.on_endpointslices_synced()
-            log.info("kube-proxy initialized mode=%s node=%s", self.config.mode,
-                     self.config.hostname_override)
+            each("on_endpointslices_synced")()
+            log.info("kube-proxy initialized mode=%s node=%s families=%s", self.config.mode,
+                     self.config.hostname_override, ",".join(p.family for p in proxiers))
+            for p in proxiers:
+                await p.first_sync.wait()
+            self.ready.set()
 
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(services.run(), name="proxy-services-informer")
                 tg.create_task(slices.run(), name="proxy-endpointslices-informer")
                 tg.create_task(mark_synced(), name="proxy-initialized")
-                tg.create_task(p.runner.loop(), name="proxy-sync-runner")
+                for p in proxiers:
+                    tg.create_task(p.runner.loop(), name=f"proxy-sync-runner-{p.family}")
         finally:
-            if p.service_health is not None:
-                await p.service_health.close()
+            for p in proxiers:
+                if p.service_health is not None:
+                    await p.service_health.close()
             for r in runners:
                 with contextlib.suppress(Exception):
                     await r.cleanup()

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from kubenode.proxy.types import (
     TRIGGER_TIME_ANNOTATION,
     Endpoint,
+    IPFamily,
     NamespacedName,
     ServicePort,
     ServicePortName,
@@ -51,7 +52,8 @@ class ServiceUpdateResult:
 
 
 class ServiceChangeTracker:
-    def __init__(self) -> None:
+    def __init__(self, family: IPFamily = "IPv4") -> None:
+        self.family = family
         self._items: dict[NamespacedName, _Change[ServicePortMap]] = {}
 
     def update(self, previous: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
@@ -61,9 +63,9 @@ class ServiceChangeTracker:
         key = _key(obj)
         change = self._items.get(key)
         if change is None:
-            change = _Change(previous=service_ports(previous), current={})
+            change = _Change(previous=service_ports(previous, self.family), current={})
             self._items[key] = change
-        change.current = service_ports(current)
+        change.current = service_ports(current, self.family)
         if change.previous == change.current:
             del self._items[key]
         return bool(self._items)
@@ -109,7 +111,8 @@ def _usable(eps: tuple[Endpoint, ...]) -> bool:
 class EndpointsChangeTracker:
     """Tracks EndpointSlices, merged per Service (upstream EndpointSliceCache)."""
 
-    def __init__(self) -> None:
+    def __init__(self, family: IPFamily = "IPv4") -> None:
+        self.family = family
         self._slices: dict[NamespacedName, dict[str, dict[str, Any]]] = {}
         self._items: dict[NamespacedName, _Change[EndpointsMap]] = {}
         self._trigger: dict[NamespacedName, float] = {}
@@ -118,7 +121,7 @@ class EndpointsChangeTracker:
         ns, name = svc.split("/", 1)
         merged: dict[ServicePortName, dict[tuple[str, int], Endpoint]] = {}
         for eps in (self._slices.get(svc) or {}).values():
-            for (port_name, proto), endpoints in slice_endpoints(eps).items():
+            for (port_name, proto), endpoints in slice_endpoints(eps, self.family).items():
                 bucket = merged.setdefault(ServicePortName(ns, name, port_name, proto), {})
                 for ep in endpoints:
                     old = bucket.get((ep.ip, ep.port))

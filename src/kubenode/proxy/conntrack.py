@@ -25,16 +25,18 @@ class ConntrackCleaner(Protocol):
 
 
 class Conntrack:
-    """ConntrackCleaner over the conntrack(8) command."""
+    """ConntrackCleaner over the conntrack(8) command, for one IP family (conntrack
+    matches IPv4 flows unless told `-f ipv6`)."""
 
-    def __init__(self, binary: str = "conntrack") -> None:
+    def __init__(self, binary: str = "conntrack", family: str = "IPv4") -> None:
         self.binary = shutil.which(binary) or binary
+        self.family_args = ["-f", "ipv6"] if family == "IPv6" else []
         self.deleted = 0  # flows deleted (observable in tests)
 
     async def _delete(self, *args: str) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.binary, "-D", *args, stdout=asyncio.subprocess.DEVNULL,
+                self.binary, "-D", *self.family_args, *args, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE)
         except FileNotFoundError:
             log.warning("conntrack not found; stale UDP flows are not flushed")

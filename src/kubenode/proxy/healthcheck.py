@@ -1,8 +1,10 @@
 """Health checking (upstream pkg/proxy/healthcheck).
 
-`ProxierHealth` is the state behind :10256 /healthz and /livez: healthy while the last
-sync succeeded and no queued change waited longer than `health_timeout` (upstream:
-2 x syncPeriod). Body as upstream: {"lastUpdated", "currentTime", "nodeEligible"}.
+`ProxierHealth` is the state behind :10256 /healthz and /livez, shared by the proxiers
+of both IP families (state per family, as upstream's ProxierHealthServer): healthy
+while every family's last sync succeeded and none has a queued change that waited
+longer than `health_timeout` (upstream: 2 x syncPeriod). Body as upstream:
+{"lastUpdated" (the latest of the families), "currentTime", "nodeEligible"}.
 
 `ServiceHealthServer` answers each externalTrafficPolicy=Local service's
 healthCheckNodePort with its local endpoint count:
@@ -33,30 +35,30 @@ def _iso(ts: float) -> str:
 class ProxierHealth:
     now: Callable[[], float]
     health_timeout: float = 60.0
-    last_updated: float = 0.0
-    oldest_pending_queued: float = 0.0  # 0 = nothing queued
-    last_sync_failed: bool = False
+    last_updated: dict[str, float] = field(default_factory=dict)  # by family
+    oldest_pending_queued: dict[str, float] = field(default_factory=dict)
+    last_sync_failed: set[str] = field(default_factory=set)
 
-    def queued(self) -> None:
-        if not self.oldest_pending_queued:
-            self.oldest_pending_queued = self.now()
+    def queued(self, family: str = "IPv4") -> None:
+        self.oldest_pending_queued.setdefault(family, self.now())
 
-    def updated(self) -> None:
-        self.last_updated = self.now()
-        self.oldest_pending_queued = 0.0
-        self.last_sync_failed = False
+    def updated(self, family: str = "IPv4") -> None:
+        self.last_updated[family] = self.now()
+        self.oldest_pending_queued.pop(family, None)
+        self.last_sync_failed.discard(family)
 
-    def failed(self) -> None:
-        self.last_sync_failed = True
+    def failed(self, family: str = "IPv4") -> None:
+        self.last_sync_failed.add(family)
 
     def healthy(self) -> bool:
         if self.last_sync_failed:
             return False
-        waited = self.now() - self.oldest_pending_queued if self.oldest_pending_queued else 0.0
-        return waited <= self.health_timeout
+        now = self.now()
+        return all(now - t <= self.health_timeout for t in self.oldest_pending_queued.values())
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = {"lastUpdated": _iso(self.last_updated), "currentTime": _iso(self.now()),
+        last = max(self.last_updated.values(), default=0.0)
+        body = {"lastUpdated": _iso(last), "currentTime": _iso(self.now()),
                 "nodeEligible": True}
         return web.Response(status=200 if self.healthy() else 503, text=json.dumps(body),
                             content_type="application/json",

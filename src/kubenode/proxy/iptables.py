@@ -41,11 +41,11 @@ class Tables:
                 "filter": sum(map(len, self.filter.values()))}
 
 
-def _balance(rules: list[str], names: list[str], affinity: int) -> None:
+def _balance(rules: list[str], names: list[str], affinity: int, mask: str) -> None:
     """Sticky sources first (xt_recent), then endpoint i of n with probability 1/(n-i)."""
     if affinity:
         rules.extend(f"-m recent --name {n} --rcheck --seconds {affinity} --reap "
-                     f"--mask 255.255.255.255 --rsource -j {n}" for n in names)
+                     f"--mask {mask} --rsource -j {n}" for n in names)
     for i, n in enumerate(names):
         left = len(names) - i
         prob = "" if left == 1 else f"-m statistic --mode random --probability {1 / left:.10f} "
@@ -64,15 +64,21 @@ class IptablesBackend:
     name = "iptables"
 
     def __init__(self, *, chain_prefix: str = "KUBE", cluster_cidr: str | None = None,
-                 masquerade_all: bool = False, variant: str = "") -> None:
+                 masquerade_all: bool = False, variant: str = "",
+                 family: str = "IPv4") -> None:
         """variant: "" for the host's `iptables` (what its alternatives point at), or
         "legacy" / "nft" for that variant's tools (upstream's image picks one with
-        iptables-wrapper)."""
+        iptables-wrapper). family IPv6: the ip6tables tools."""
         if len(chain_prefix) > 8:
             raise ValueError("iptables chain prefix must be at most 8 characters")
         if variant not in ("", "legacy", "nft"):
             raise ValueError(f"unknown iptables variant {variant!r}")
         self.variant = variant
+        self.family = family
+        v6 = family == "IPv6"
+        self.host = "/128" if v6 else "/32"
+        self.mask = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if v6 else "255.255.255.255"
+        self.loopback = "::1/128" if v6 else "127.0.0.0/8"
         self.p = chain_prefix
         self.cluster_cidr = cluster_cidr
         self.masquerade_all = masquerade_all
@@ -81,7 +87,9 @@ class IptablesBackend:
         self.last_script = ""
 
     def tool(self, name: str) -> str:
-        """iptables, iptables-save, iptables-restore of the variant."""
+        """iptables, iptables-save, iptables-restore of the variant and family."""
+        if self.family == "IPv6":
+            name = name.replace("iptables", "ip6tables", 1)
         if not self.variant:
             return name
         head, _, tail = name.partition("-")
@@ -94,7 +102,7 @@ class IptablesBackend:
     # -- rendering --------------------------------------------------------------------
 
     def build(self, views: list[ServiceView]) -> Tables:
-        p = self.p
+        p, host, mask = self.p, self.host, self.mask
         t = Tables()
         nat, flt = t.nat, t.filter
         services, nodeports = f"{p}-SERVICES", f"{p}-NODEPORTS"
@@ -120,10 +128,10 @@ class IptablesBackend:
             ext_ips = (*info.external_ips, *info.load_balancer_ips)
             np_match = f"-p {proto} -m {proto} --dport {info.node_port}"
             if not v.any_endpoints:
-                flt[fsvc].append(f'-d {info.cluster_ip}/32 {match} -m comment --comment '
+                flt[fsvc].append(f'-d {info.cluster_ip}{host} {match} -m comment --comment '
                                  f'"{v.name} has no endpoints" -j REJECT')
                 for ip in ext_ips:
-                    flt[fext].append(f"-d {ip}/32 {match} -j REJECT")
+                    flt[fext].append(f"-d {ip}{host} {match} -j REJECT")
                 if info.node_port:
                     flt[fext].append(f"-m addrtype --dst-type LOCAL {np_match} -j REJECT")
                 continue
@@ -133,11 +141,11 @@ class IptablesBackend:
             for ep in sorted({*v.cluster, *v.local}):
                 sep = self.chain("SEP", f"{key}/{ep.ip}:{ep.port}")
                 ep_chains[(ep.ip, ep.port)] = sep
-                rules = [f"-s {ep.ip}/32 -j {mark}"]
-                recent = (f"-m recent --name {sep} --set --mask 255.255.255.255 --rsource "
+                rules = [f"-s {ep.ip}{host} -j {mark}"]
+                recent = (f"-m recent --name {sep} --set --mask {mask} --rsource "
                           if info.session_affinity_timeout else "")
-                rules.append(f"-p {proto} {recent}-m {proto} -j DNAT "
-                             f"--to-destination {ep.ip}:{ep.port}")
+                dest = f"{ep.ip}:{ep.port}" if host == "/32" else f"[{ep.ip}]:{ep.port}"
+                rules.append(f"-p {proto} {recent}-m {proto} -j DNAT --to-destination {dest}")
                 nat[sep] = rules
 
             internal = [ep_chains[(e.ip, e.port)] for e in v.internal]
@@ -145,20 +153,21 @@ class IptablesBackend:
             if v.internal:
                 nat[svc_chain] = []
                 if self.masquerade_all:
-                    nat[svc_chain].append(f"-d {info.cluster_ip}/32 {match} -j {mark}")
+                    nat[svc_chain].append(f"-d {info.cluster_ip}{host} {match} -j {mark}")
                 elif self.cluster_cidr:
-                    nat[svc_chain].append(f"! -s {self.cluster_cidr} -d {info.cluster_ip}/32 "
+                    nat[svc_chain].append(f"! -s {self.cluster_cidr} -d {info.cluster_ip}{host} "
                                           f"{match} -j {mark}")
-                _balance(nat.setdefault(svc_chain, []), internal, aff)
-                nat[services].append(f"-d {info.cluster_ip}/32 {match} {comment} -j {svc_chain}")
+                _balance(nat.setdefault(svc_chain, []), internal, aff, mask)
+                nat[services].append(f"-d {info.cluster_ip}{host} {match} {comment} "
+                                     f"-j {svc_chain}")
             else:
-                flt[fsvc].append(f'-d {info.cluster_ip}/32 {match} -m comment --comment '
+                flt[fsvc].append(f'-d {info.cluster_ip}{host} {match} -m comment --comment '
                                  f'"{v.name} has no local endpoints" -j DROP')
             if not info.externally_accessible:
                 continue
             if not v.external:
                 for ip in ext_ips:
-                    flt[fext].append(f"-d {ip}/32 {match} -j DROP")
+                    flt[fext].append(f"-d {ip}{host} {match} -j DROP")
                 if info.node_port:
                     flt[fext].append(f"-m addrtype --dst-type LOCAL {np_match} -j DROP")
                 continue
@@ -166,7 +175,7 @@ class IptablesBackend:
             rules = []
             if info.external_policy_local:
                 svl = self.chain("SVL", key)
-                _balance(nat.setdefault(svl, []), external, aff)
+                _balance(nat.setdefault(svl, []), external, aff, mask)
                 if v.internal and not info.internal_policy_local:
                     if self.cluster_cidr:
                         rules.append(f"-s {self.cluster_cidr} -j {svc_chain}")
@@ -179,14 +188,15 @@ class IptablesBackend:
                     rules.append(f"-j {svc_chain}")
                 else:
                     cl = self.chain("SVC", key + "/external")
-                    _balance(nat.setdefault(cl, []), external, aff)
+                    _balance(nat.setdefault(cl, []), external, aff, mask)
                     rules.append(f"-j {cl}")
             nat[ext] = rules
             for ip in ext_ips:
-                nat[services].append(f"-d {ip}/32 {match} -j {ext}")
+                nat[services].append(f"-d {ip}{host} {match} -j {ext}")
             if info.node_port:
                 nat[nodeports].append(f"{np_match} -j {ext}")
-        nat[services].append(f"-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {nodeports}")
+        nat[services].append(f"-m addrtype --dst-type LOCAL ! -d {self.loopback} "
+                             f"-j {nodeports}")
         return t
 
     def _script(self, table: str, desired: dict[str, list[str]],

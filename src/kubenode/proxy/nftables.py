@@ -1,6 +1,7 @@
-"""nftables backend (upstream pkg/proxy/nftables): one `ip` table (default `kubenode`),
-changed by ONE `nft -f` transaction per sync (a full sync prepares its endpoint maps
-before it: below).
+"""nftables backend (upstream pkg/proxy/nftables): one table per IP family (`ip` or
+`ip6`, default name `kubenode`), changed by ONE `nft -f` transaction per sync (a full
+sync prepares its endpoint maps before it: below). The layout is the same for both
+families (ipv4_addr / ipv6_addr, `ip` / `ip6` expressions: Family).
 
 Layout (names as upstream's kube-proxy table where the thing exists there):
   base chains   nat-prerouting/nat-output -> services; nat-postrouting -> masquerading;
@@ -77,10 +78,40 @@ BASE_CHAINS: dict[str, str] = {
     "filter-output": "type filter hook output priority -110; policy accept;",
     "filter-output-post-dnat": "type filter hook output priority -90; policy accept;",
 }
+
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """What the table says differently per IP family (one table per family, the same
+    name, as upstream's kube-proxy tables)."""
+
+    nft: str  # table family and address expression: ip, ip6
+    addr: str  # address type
+    loopback: str  # never a node port address (upstream: IPv4 localhost only)
+    nfproto: int
+    af: int
+
+    def pack(self, ip: str) -> bytes:
+        return socket.inet_pton(self.af, ip)
+
+    def host_port(self, ip: str, port: int) -> str:
+        return f"{ip}:{port}" if self.af == socket.AF_INET else f"[{ip}]:{port}"
+
+    def decl(self, template: str) -> str:
+        """A MAPS / ENDPOINT_MAPS declaration for this family."""
+        return template.format(addr=self.addr, ip=self.nft)
+
+
+FAMILIES = {"IPv4": Family("ip", "ipv4_addr", "127.0.0.0/8", nfnetlink.NFPROTO_IPV4,
+                           socket.AF_INET),
+            "IPv6": Family("ip6", "ipv6_addr", "::1", nfnetlink.NFPROTO_IPV6, socket.AF_INET6)}
+IPV4 = FAMILIES["IPv4"]
+
 MAPS: dict[str, str] = {
-    "service-ips": "type ipv4_addr . inet_proto . inet_service : verdict;",
+    "service-ips": "type {addr} . inet_proto . inet_service : verdict;",
     "service-nodeports": "type inet_proto . inet_service : verdict;",
-    "no-endpoint-services": "type ipv4_addr . inet_proto . inet_service : verdict;",
+    "no-endpoint-services": "type {addr} . inet_proto . inet_service : verdict;",
     "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
 }
 # per protocol: nft 1.0.6 cannot read back a `typeof ... th dport` key that rules use
@@ -88,14 +119,19 @@ MAPS: dict[str, str] = {
 # they are named <name>-gen<N>: a full sync fills generation N+1 over netlink while
 # the rules still read generation N, then switches the rules over in its transaction.
 ENDPOINT_MAPS: dict[str, str] = {
-    **{f"endpoints-{p}": f"typeof ip daddr . {p} dport . numgen random mod 1 : "
-                         f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
+    **{f"endpoints-{p}": f"typeof {{ip}} daddr . {p} dport . numgen random mod 1 : "
+                         f"{{ip}} daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
     **{f"nodeport-endpoints-{p}": f"typeof {p} dport . numgen random mod 1 : "
-                                  f"ip daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
+                                  f"{{ip}} daddr . {p} dport;" for p in ("tcp", "udp", "sctp")},
 }
-# key: address . port . index (or port . index), data: address . port
-PACKERS = {m: nfnetlink.ElementPacker(12 if m.startswith("endpoints-") else 8, 8)
-           for m in ENDPOINT_MAPS}
+
+
+@functools.cache
+def packer(family: Family, m: str) -> nfnetlink.ElementPacker:
+    """Endpoint map m's element encoding. Key: address . port . index (node ports:
+    port . index), data: address . port; ports and the index take 4 bytes each."""
+    addr = len(family.pack("::" if family.af == socket.AF_INET6 else "0.0.0.0"))
+    return nfnetlink.ElementPacker(addr + 8 if m.startswith("endpoints-") else 8, addr + 4)
 
 
 class NftError(RuntimeError):
@@ -112,6 +148,7 @@ class Ruleset:
     cluster_ips: set[str] = field(default_factory=set)
     hairpin: set[str] = field(default_factory=set)  # "ep . ep" pairs
     shared: set[str] = field(default_factory=set)  # shared chains used
+    family: Family = IPV4
     # ENDPOINT_MAPS' elements as in `maps` (key -> element), encoded for netlink
     wire: dict[str, dict[str, bytes]] = field(default_factory=dict)
 
@@ -122,8 +159,8 @@ class Ruleset:
             len(m) for m in self.maps.values())
 
 
-def _empty() -> Ruleset:
-    return Ruleset(maps={m: {} for m in (*MAPS, *ENDPOINT_MAPS)})
+def _empty(family: Family = IPV4) -> Ruleset:
+    return Ruleset(maps={m: {} for m in (*MAPS, *ENDPOINT_MAPS)}, family=family)
 
 
 def _proto(p: str) -> str:
@@ -133,13 +170,14 @@ def _proto(p: str) -> str:
 def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
                   service_cidrs: list[str], masquerade_all: bool = False,
                   cache: dict[ServicePortName, tuple[ServiceView, Ruleset]] | None = None,
-                  ) -> Ruleset:
+                  family: Family = IPV4) -> Ruleset:
     """The whole desired table. `cache` (port -> (view, its fragment)) lets a sync reuse
     the rules of every service port whose view is the same object as last time
     (build_views reuses unchanged views; identity, not equality: hashing 10k views of
     10 endpoints each costs more than rendering them)."""
     fresh: dict[ServicePortName, tuple[ServiceView, Ruleset]] = {}
-    rs = Ruleset()
+    rs = Ruleset(family=family)
+    ip, loopback = family.nft, family.loopback
     ch = rs.chains
     for name in BASE_CHAINS:
         ch[name] = []
@@ -153,15 +191,15 @@ def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
     ch["filter-output"].append("ct state new jump service-endpoints-check")
     ch["filter-output-post-dnat"].append("ct state new jump cluster-ips-check")
     ch["service-endpoints-check"] = [
-        "ip daddr . meta l4proto . th dport vmap @no-endpoint-services"]
+        f"{ip} daddr . meta l4proto . th dport vmap @no-endpoint-services"]
     ch["nodeport-endpoints-check"] = [
-        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        f"fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport "
         "vmap @no-endpoint-nodeports"]
-    ch["cluster-ips-check"] = ["ip daddr @cluster-ips reject"]
+    ch["cluster-ips-check"] = [f"{ip} daddr @cluster-ips reject"]
     if service_cidrs:
-        ch["cluster-ips-check"].append(f"ip daddr {{ {', '.join(service_cidrs)} }} drop")
+        ch["cluster-ips-check"].append(f"{ip} daddr {{ {', '.join(service_cidrs)} }} drop")
     ch["mark-for-masquerade"] = [f"meta mark set meta mark or {MASQ_MARK}"]
-    ch["masquerading"] = ["ct status dnat ip saddr . ip daddr @hairpin-endpoints "
+    ch["masquerading"] = [f"ct status dnat {ip} saddr . {ip} daddr @hairpin-endpoints "
                           f"meta mark set meta mark or {MASQ_MARK}",
                           f"meta mark & {MASQ_MARK} == 0 return",
                           f"meta mark set meta mark xor {MASQ_MARK}",
@@ -169,16 +207,16 @@ def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
     ch["reject-chain"] = ["reject"]
     ch["services"] = []
     if masquerade_all:
-        ch["services"].append("ip daddr @cluster-ips jump mark-for-masquerade")
+        ch["services"].append(f"{ip} daddr @cluster-ips jump mark-for-masquerade")
     elif cluster_cidr:
         # as a rule per service chain (upstream) would, minus 10k rules at 10k services:
         # packets to a cluster IP that no service port takes are rejected or dropped
         # by the filter chains, so their mark never reaches masquerading
-        ch["services"].append(f"ip daddr @cluster-ips ip saddr != {cluster_cidr} "
+        ch["services"].append(f"{ip} daddr @cluster-ips {ip} saddr != {cluster_cidr} "
                               "jump mark-for-masquerade")
     ch["services"] += [
-        "ip daddr . meta l4proto . th dport vmap @service-ips",
-        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
+        f"{ip} daddr . meta l4proto . th dport vmap @service-ips",
+        f"fib daddr type local {ip} daddr != {loopback} meta l4proto . th dport "
         "vmap @service-nodeports"]
     for m in (*MAPS, *ENDPOINT_MAPS):
         rs.maps[m] = {}
@@ -188,7 +226,8 @@ def build_ruleset(views: Iterable[ServiceView], *, cluster_cidr: str | None,
         if hit is not None and hit[0] is v:
             frag = hit[1]
         else:
-            frag = fragment(v, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
+            frag = fragment(v, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all,
+                            family=family)
         if cache is not None:
             fresh[v.name] = (v, frag)
         _merge(rs, frag)
@@ -215,8 +254,9 @@ def _merge(into: Ruleset, frag: Ruleset) -> None:
         into.wire.setdefault(m, {}).update(encoded)
 
 
-def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool) -> Ruleset:
-    frag = _empty()
+def fragment(v: ServiceView, *, cluster_cidr: str | None, masquerade_all: bool,
+             family: Family = IPV4) -> Ruleset:
+    frag = _empty(family)
     _service_rules(v, frag, cluster_cidr=cluster_cidr, masquerade_all=masquerade_all)
     return frag
 
@@ -250,19 +290,19 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     for ep in (*v.cluster, *v.local):
         if (ep.ip, ep.port) in ep_targets:
             continue
-        dnat = f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}"
+        dnat = f"meta l4proto {proto} dnat to {rs.family.host_port(ep.ip, ep.port)}"
         if not aff_t:
             ep_targets[(ep.ip, ep.port)] = dnat
             continue
         ep_name = f"endpoint-{suffix}__{ep.ip}/{ep.port}"[:250]
         ep_targets[(ep.ip, ep.port)] = ep_name
         aff = f"affinity-{suffix}__{ep.ip}/{ep.port}"[:250]
-        rs.sets[aff] = f"type ipv4_addr; flags dynamic,timeout; timeout {aff_t}s;"
-        ch[ep_name] = [f"update @{aff} {{ ip saddr }}", dnat]
+        rs.sets[aff] = f"type {rs.family.addr}; flags dynamic,timeout; timeout {aff_t}s;"
+        ch[ep_name] = [f"update @{aff} {{ {rs.family.nft} saddr }}", dnat]
 
     if v.internal:
         rules: list[str] = []  # sources to mark are marked by one rule in `services`
-        _balance([ep_targets[(e.ip, e.port)] for e in v.internal], aff_t, rules)
+        _balance([ep_targets[(e.ip, e.port)] for e in v.internal], aff_t, rules, rs.family)
         ch[svc_chain] = rules
         rs.maps["service-ips"][cluster_key] = f"goto {svc_chain}"
     else:  # iTP Local without local endpoints
@@ -277,11 +317,11 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     if info.external_policy_local:
         local_chain = f"local-{suffix}"
         lrules: list[str] = []
-        _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, lrules)
+        _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, lrules, rs.family)
         ch[local_chain] = lrules
         if v.cluster and v.internal and not info.internal_policy_local:
             if cluster_cidr:
-                ext.append(f"ip saddr {cluster_cidr} goto {svc_chain}")
+                ext.append(f"{rs.family.nft} saddr {cluster_cidr} goto {svc_chain}")
             ext.append("fib saddr type local jump mark-for-masquerade")
             ext.append(f"fib saddr type local goto {svc_chain}")
         ext.append(f"goto {local_chain}")
@@ -292,7 +332,8 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
         else:
             cl = f"cluster-{suffix}"
             crules: list[str] = []
-            _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, crules)
+            _balance([ep_targets[(e.ip, e.port)] for e in v.external], aff_t, crules,
+                     rs.family)
             ch[cl] = crules
             ext.append(f"goto {cl}")
     ch[ext_chain] = ext
@@ -325,7 +366,7 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
         targets = _unique(v.internal)
         rs.maps["service-ips"][cluster_key] = f"goto {_lb_chain(rs, 'lb', proto, len(targets))}"
         _endpoint_elements(rs, eps_map, f"{info.cluster_ip} . {info.port}",
-                           _ipv4(info.cluster_ip) + port, targets)
+                           rs.family.pack(info.cluster_ip) + port, targets)
     else:  # iTP Local without local endpoints
         _no_endpoints(rs, [cluster_key], None, "drop")
     if not info.externally_accessible:
@@ -338,7 +379,8 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
         chain = _lb_chain(rs, "ext-lb", proto, len(targets))
         for ip, k in zip((*info.external_ips, *info.load_balancer_ips), ext_keys, strict=True):
             rs.maps["service-ips"][k] = f"goto {chain}"
-            _endpoint_elements(rs, eps_map, f"{ip} . {info.port}", _ipv4(ip) + port, targets)
+            _endpoint_elements(rs, eps_map, f"{ip} . {info.port}", rs.family.pack(ip) + port,
+                               targets)
     if np_key:
         rs.maps["service-nodeports"][np_key] = \
             f"goto {_lb_chain(rs, 'np-lb', proto, len(targets))}"
@@ -358,7 +400,6 @@ def _unique(eps: tuple[Endpoint, ...]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((ep.ip, ep.port) for ep in eps))
 
 
-_ipv4 = socket.inet_aton
 _inet_service = functools.cache(nfnetlink.inet_service)
 _u32 = functools.cache(nfnetlink.u32)
 
@@ -368,11 +409,11 @@ def _endpoint_elements(rs: Ruleset, m: str, key: str, key_wire: bytes,
     """Elements `key . i : endpoint i` of endpoint map m, as text and encoded."""
     into = rs.maps[m]
     wire = rs.wire.setdefault(m, {})
-    pack = PACKERS[m].pack
+    pack, addr = packer(rs.family, m).pack, rs.family.pack
     for i, (ip, port) in enumerate(targets):
         k = f"{key} . {i}"
         into[k] = f"{ip} . {port}"
-        wire[k] = pack(key_wire + _u32(i), _ipv4(ip) + _inet_service(port))
+        wire[k] = pack(key_wire + _u32(i), addr(ip) + _inet_service(port))
 
 
 def _lb_chain(rs: Ruleset, kind: str, proto: str, n: int) -> str:
@@ -383,21 +424,22 @@ def _lb_chain(rs: Ruleset, kind: str, proto: str, n: int) -> str:
     return name
 
 
-def shared_rules(name: str, maps: Mapping[str, str]) -> list[str]:
+def shared_rules(name: str, maps: Mapping[str, str], family: Family) -> list[str]:
     """The rules of shared chain `name` (<kind>-<proto>-<n>), reading the endpoint maps
     named by `maps` (ENDPOINT_MAPS name -> name in the table)."""
     kind, proto, n = name.rsplit("-", 2)
     if kind == "np-lb":
         key, m = f"{proto} dport", maps[f"nodeport-endpoints-{proto}"]
     else:
-        key, m = f"ip daddr . {proto} dport", maps[f"endpoints-{proto}"]
-    rules = [f"meta l4proto {proto} dnat ip to {key} . numgen random mod {n} map @{m}"]
+        key, m = f"{family.nft} daddr . {proto} dport", maps[f"endpoints-{proto}"]
+    rules = [f"meta l4proto {proto} dnat {family.nft} to {key} . numgen random mod {n} "
+             f"map @{m}"]
     if kind != "lb":  # node ports, external and load-balancer IPs: masquerade
         rules.insert(0, "jump mark-for-masquerade")
     return rules
 
 
-def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
+def _balance(targets: list[str], affinity: int, chain: list[str], family: Family) -> None:
     """Rules of a service port's own chain (session affinity or a Local external
     policy) choosing one endpoint: sticky sources first, then endpoint i of n with
     `numgen random mod (n-i) == 0` (probability 1/(n-i), as iptables' statistic match).
@@ -409,7 +451,7 @@ def _balance(targets: list[str], affinity: int, chain: list[str]) -> None:
         return f"goto {t}" if t.startswith("endpoint-") else t
     if affinity:
         for n in targets:
-            chain.append(f"ip saddr @affinity-{n.removeprefix('endpoint-')} goto {n}")
+            chain.append(f"{family.nft} saddr @affinity-{n.removeprefix('endpoint-')} goto {n}")
     for i, n in enumerate(targets):
         left = len(targets) - i
         chain.append(f"numgen random mod {left} == 0 {action(n)}" if left > 1 else action(n))
@@ -423,18 +465,19 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
     names the endpoint maps in the table (ENDPOINT_MAPS name -> generation's name); a
     full sync has filled them already (stage_endpoint_maps) and writes none of their
     elements here."""
-    t = f"ip {table}"
+    fam = desired.family
+    t = f"{fam.nft} {table}"
     out = [f"add table {t} {{ comment \"rules for kubenode kube-proxy\" ; }}"]
     full = applied is None
     for name, decl in desired.sets.items():
         if full or name not in applied.sets:  # type: ignore[union-attr]
             out.append(f"add set {t} {name} {{ {decl} }}")
-    out.append(f"add set {t} cluster-ips {{ type ipv4_addr; }}")
-    out.append(f"add set {t} hairpin-endpoints {{ type ipv4_addr . ipv4_addr; }}")
+    out.append(f"add set {t} cluster-ips {{ type {fam.addr}; }}")
+    out.append(f"add set {t} hairpin-endpoints {{ type {fam.addr} . {fam.addr}; }}")
     for name, decl in MAPS.items():
-        out.append(f"add map {t} {name} {{ {decl} }}")
+        out.append(f"add map {t} {name} {{ {fam.decl(decl)} }}")
     for name, decl in ENDPOINT_MAPS.items():
-        out.append(f"add map {t} {maps[name]} {{ {decl} }}")
+        out.append(f"add map {t} {maps[name]} {{ {fam.decl(decl)} }}")
     shared = desired.shared if full else desired.shared - applied.shared  # type: ignore[union-attr]
     for name in (*desired.chains, *sorted(shared)):
         if not full and name in applied.chains:  # type: ignore[union-attr]
@@ -480,7 +523,7 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
                 out.append(f"add element {t} {maps.get(m, m)} {{ {', '.join(adds)} }}")
 
     for name, rules in (*desired.chains.items(),
-                        *((n, shared_rules(n, maps)) for n in sorted(shared))):
+                        *((n, shared_rules(n, maps, fam)) for n in sorted(shared))):
         if not full and applied.chains.get(name) == rules:  # type: ignore[union-attr]
             continue
         out.append(f"flush chain {t} {name}")
@@ -502,13 +545,14 @@ def render(table: str, desired: Ruleset, applied: Ruleset | None,
     return "\n".join(out) + "\n"
 
 
-def stage_endpoint_maps(table: str, maps: Mapping[str, str]) -> str:
+def stage_endpoint_maps(table: str, maps: Mapping[str, str], family: Family) -> str:
     """The `nft -f` script declaring a new generation of endpoint maps, empty (no rule
     reads them yet: filling them changes nothing until render()'s script commits)."""
-    t = f"ip {table}"
+    t = f"{family.nft} {table}"
     out = [f"add table {t} {{ comment \"rules for kubenode kube-proxy\" ; }}"]
     for name, decl in ENDPOINT_MAPS.items():
-        out += [f"add map {t} {maps[name]} {{ {decl} }}", f"flush map {t} {maps[name]}"]
+        out += [f"add map {t} {maps[name]} {{ {family.decl(decl)} }}",
+                f"flush map {t} {maps[name]}"]
     return "\n".join(out) + "\n"
 
 
@@ -539,7 +583,9 @@ class NftablesBackend:
     name = "nftables"
 
     def __init__(self, *, table: str = "kubenode", cluster_cidr: str | None = None,
-                 service_cidrs: list[str] | None = None, masquerade_all: bool = False) -> None:
+                 service_cidrs: list[str] | None = None, masquerade_all: bool = False,
+                 family: str = "IPv4") -> None:
+        self.family = FAMILIES[family]
         self.table = table
         self.cluster_cidr = cluster_cidr
         self.service_cidrs = list(service_cidrs or [])
@@ -560,7 +606,7 @@ class NftablesBackend:
         sets: set[str] = set()
         for what, names in (("chains", chains), ("sets", sets), ("maps", sets)):
             try:
-                doc = json.loads(await run_nft(["-j", "-t", "list", what, "ip"]))
+                doc = json.loads(await run_nft(["-j", "-t", "list", what, self.family.nft]))
             except (NftError, ValueError):
                 continue
             for item in doc.get("nftables", []):
@@ -584,17 +630,18 @@ class NftablesBackend:
             desired = build_ruleset(views.values(),
                                     cluster_cidr=self.cluster_cidr,
                                     service_cidrs=self.service_cidrs,
-                                    masquerade_all=self.masquerade_all, cache=frags)
+                                    masquerade_all=self.masquerade_all, cache=frags,
+                                    family=self.family)
         finally:
             gc.enable()
         chains, sets = await self._existing()
         gen = max(self._generation, generation(sets)) + 1
         maps = {m: f"{m}-gen{gen}" for m in ENDPOINT_MAPS}
         self._synced = False
-        await run_nft(["-f", "-"], stage_endpoint_maps(self.table, maps))
-        batch = nfnetlink.ElementBatch(self.table)
+        await run_nft(["-f", "-"], stage_endpoint_maps(self.table, maps, self.family))
+        batch = nfnetlink.ElementBatch(self.table, self.family.nfproto)
         for m, encoded in desired.wire.items():
-            batch.add(maps[m], b"".join(encoded.values()), PACKERS[m].size)
+            batch.add(maps[m], b"".join(encoded.values()), packer(self.family, m).size)
         await asyncio.to_thread(batch.commit)
         await self._apply(render(self.table, desired, None, chains, sets, maps))
         self._generation = gen
@@ -616,7 +663,7 @@ class NftablesBackend:
         partial sync may drop the survivor's element until the next full sync."""
         if not changed:
             return self._rules
-        old, new = _empty(), _empty()
+        old, new = _empty(self.family), _empty(self.family)
         fresh: dict[ServicePortName, tuple[ServiceView, Ruleset] | None] = {}
         ips: Counter[str] = Counter()
         pairs: Counter[str] = Counter()
@@ -633,7 +680,7 @@ class NftablesBackend:
                 fresh[spn] = None
                 continue
             frag = fragment(v, cluster_cidr=self.cluster_cidr,
-                            masquerade_all=self.masquerade_all)
+                            masquerade_all=self.masquerade_all, family=self.family)
             fresh[spn] = (v, frag)
             _merge(new, frag)
             ips.update(frag.cluster_ips)
@@ -677,7 +724,7 @@ class NftablesBackend:
         self._synced = False
         self._frags.clear()
         try:
-            await run_nft(["delete", "table", "ip", self.table])
+            await run_nft(["delete", "table", self.family.nft, self.table])
         except NftError as err:
             if "No such file" not in str(err):
                 raise

@@ -30,7 +30,7 @@ from kubenode.proxy.conntrack import ConntrackCleaner
 from kubenode.proxy.healthcheck import ProxierHealth, ServiceHealthServer
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.topology import ServiceView, ServiceViews, local_endpoint_counts
-from kubenode.proxy.types import ServicePortName
+from kubenode.proxy.types import IPFamily, ServicePortName
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Proxier:
     def __init__(self, *, backend: Backend, node_name: str,
                  conntrack: ConntrackCleaner | None, metrics: ProxyMetrics,
                  health: ProxierHealth, service_health: ServiceHealthServer | None = None,
+                 family: IPFamily = "IPv4",
                  min_sync_period: float = 1.0, sync_period: float = 30.0,
                  now: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -97,8 +98,9 @@ class Proxier:
         self.sync_period = sync_period
         self._now = now
         self._mono = monotonic
-        self.services = ServiceChangeTracker()
-        self.endpoints = EndpointsChangeTracker()
+        self.family = family
+        self.services = ServiceChangeTracker(family)
+        self.endpoints = EndpointsChangeTracker(family)
         self.service_map: ServicePortMap = {}
         self.endpoints_map: EndpointsMap = {}
         self.views = ServiceViews(node_name)
@@ -118,7 +120,7 @@ class Proxier:
         self.metrics.service_changes_pending.set(self.services.pending_count())
         self.metrics.endpoint_changes_pending.set(self.endpoints.pending_count())
         if pending:
-            self.health.queued()
+            self.health.queued(self.family)
             self.metrics.last_queued.set(self._now())
         if self.initialized:
             self.runner.run()
@@ -170,9 +172,10 @@ class Proxier:
         try:
             await self._sync()
         except Exception:
-            log.exception("sync proxy rules failed backend=%s", self.backend.name)
+            log.exception("sync proxy rules failed backend=%s family=%s", self.backend.name,
+                          self.family)
             self.need_full_sync = True
-            self.health.failed()
+            self.health.failed(self.family)
             if self.backend.name == "iptables":
                 self.metrics.restore_failures.inc()
             else:
@@ -227,10 +230,10 @@ class Proxier:
                 and not v.external))
         for table, n in (getattr(self.backend, "rule_counts", None) or {}).items():
             self.metrics.iptables_total.labels(table).set(n)
-        self.health.updated()
+        self.health.updated(self.family)
         self.first_sync.set()
-        log.debug("synced proxy rules backend=%s full=%s rules=%d elapsed=%.3fs",
-                  self.backend.name, full, self.last_rule_count, elapsed)
+        log.debug("synced proxy rules backend=%s family=%s full=%s rules=%d elapsed=%.3fs",
+                  self.backend.name, self.family, full, self.last_rule_count, elapsed)
 
     async def _clean_conntrack(self, deleted_ips: set[str], stale_eps: list[Any],
                                stale_services: set[Any]) -> None:

@@ -3,15 +3,20 @@
 of it, `Endpoint` one backend from an EndpointSlice. Parsing follows upstream rules:
 headless and ExternalName Services are skipped, protocol defaults to TCP, ClientIP
 affinity timeout defaults to 10800s, EndpointSlice conditions default as in
-discovery/v1 (ready unset = ready; serving unset = ready; terminating unset = false)."""
+discovery/v1 (ready unset = ready; serving unset = ready; terminating unset = false).
+Each proxier handles one IP family (upstream's MetaProxier runs one per family): it
+sees a Service's cluster IP, external and load-balancer IPs of that family and the
+EndpointSlices of that addressType only."""
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, NewType
+from typing import Any, Literal, NewType
 
 NamespacedName = NewType("NamespacedName", str)  # "namespace/name"
+IPFamily = Literal["IPv4", "IPv6"]
+FAMILIES: tuple[IPFamily, ...] = ("IPv4", "IPv6")
 
 DEFAULT_AFFINITY_TIMEOUT = 10800
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -65,28 +70,36 @@ class Endpoint:
         return bool(node_name) and self.node_name == node_name
 
 
-def _ipv4(value: Any) -> str | None:
+def family_of(value: Any) -> IPFamily | None:
+    try:
+        return "IPv4" if ipaddress.ip_address(str(value)).version == 4 else "IPv6"
+    except ValueError:
+        return None
+
+
+def _ip(value: Any, family: IPFamily) -> str | None:
+    """value as a canonical address of `family` (None: not one)."""
     try:
         ip = ipaddress.ip_address(str(value))
     except ValueError:
         return None
-    return str(ip) if ip.version == 4 else None
+    return str(ip) if ip.version == (4 if family == "IPv4" else 6) else None
 
 
-def service_ports(svc: dict[str, Any] | None) -> dict[ServicePortName, ServicePort]:
-    """The proxied ports of a Service object ({} for none/headless/ExternalName)."""
+def service_ports(svc: dict[str, Any] | None,
+                  family: IPFamily = "IPv4") -> dict[ServicePortName, ServicePort]:
+    """The proxied ports of a Service object in `family` ({} for none, headless,
+    ExternalName or no cluster IP of that family)."""
     if not svc:
         return {}
     meta = svc.get("metadata") or {}
     spec = svc.get("spec") or {}
     if spec.get("type") == "ExternalName":
         return {}
-    cluster_ip = _ipv4(spec.get("clusterIP"))
-    if cluster_ip is None:
-        for ip in spec.get("clusterIPs") or []:
-            cluster_ip = _ipv4(ip)
-            if cluster_ip:
-                break
+    cluster_ip = None
+    for value in (spec.get("clusterIP"), *(spec.get("clusterIPs") or [])):
+        if cluster_ip := _ip(value, family):
+            break
     if cluster_ip is None:  # headless ("None") or not yet allocated
         return {}
     affinity = 0
@@ -95,11 +108,11 @@ def service_ports(svc: dict[str, Any] | None) -> dict[ServicePortName, ServicePo
         affinity = int(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
     svc_type = spec.get("type") or "ClusterIP"
     external_ips = tuple(sorted({ip for v in spec.get("externalIPs") or []
-                                 if (ip := _ipv4(v))}))
+                                 if (ip := _ip(v, family))}))
     lb_ips: tuple[str, ...] = ()
     if svc_type == "LoadBalancer":
         ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
-        lb_ips = tuple(sorted({ip for i in ingress if (ip := _ipv4(i.get("ip")))}))
+        lb_ips = tuple(sorted({ip for i in ingress if (ip := _ip(i.get("ip"), family))}))
     out: dict[ServicePortName, ServicePort] = {}
     for p in spec.get("ports") or []:
         proto = str(p.get("protocol") or "TCP").upper()
@@ -127,9 +140,11 @@ def slice_service(eps: dict[str, Any]) -> NamespacedName | None:
     return NamespacedName(f"{meta.get('namespace') or 'default'}/{name}")
 
 
-def slice_endpoints(eps: dict[str, Any]) -> dict[tuple[str, str], list[Endpoint]]:
-    """(port name, protocol) -> endpoints of one IPv4 EndpointSlice."""
-    if eps.get("addressType", "IPv4") != "IPv4":
+def slice_endpoints(eps: dict[str, Any],
+                    family: IPFamily = "IPv4") -> dict[tuple[str, str], list[Endpoint]]:
+    """(port name, protocol) -> endpoints of one EndpointSlice of `family` (FQDN and
+    other families' slices: none)."""
+    if eps.get("addressType", "IPv4") != family:
         return {}
     out: dict[tuple[str, str], list[Endpoint]] = {}
     for port in eps.get("ports") or []:
@@ -139,7 +154,7 @@ def slice_endpoints(eps: dict[str, Any]) -> dict[tuple[str, str], list[Endpoint]
         lst = out.setdefault(key, [])
         for ep in eps.get("endpoints") or []:
             addrs = ep.get("addresses") or []
-            ip = _ipv4(addrs[0]) if addrs else None
+            ip = _ip(addrs[0], family) if addrs else None
             if ip is None:
                 continue
             cond = ep.get("conditions") or {}
