@@ -118,8 +118,6 @@ class ProxyServer:
                 min_sync_period=config.min_sync_period, sync_period=config.sync_period,
                 now=now, monotonic=monotonic))
             self._others += backends.values()
-        self.proxier = self.proxiers[0]  # the primary family's
-        self.backend = self.proxier.backend
         self.ready = asyncio.Event()  # every family's first sync done
         # bound (host, port) of healthz and metrics once run() started (for port 0)
         self.addresses: list[tuple[str, int]] = []

@@ -80,7 +80,6 @@ BASE_CHAINS: dict[str, str] = {
 }
 
 
-
 @dataclass(frozen=True, slots=True)
 class Family:
     """What the table says differently per IP family (one table per family, the same
@@ -91,6 +90,7 @@ class Family:
     loopback: str  # never a node port address (upstream: IPv4 localhost only)
     nfproto: int
     af: int
+    addr_len: int
 
     def pack(self, ip: str) -> bytes:
         return socket.inet_pton(self.af, ip)
@@ -104,8 +104,9 @@ class Family:
 
 
 FAMILIES = {"IPv4": Family("ip", "ipv4_addr", "127.0.0.0/8", nfnetlink.NFPROTO_IPV4,
-                           socket.AF_INET),
-            "IPv6": Family("ip6", "ipv6_addr", "::1", nfnetlink.NFPROTO_IPV6, socket.AF_INET6)}
+                           socket.AF_INET, 4),
+            "IPv6": Family("ip6", "ipv6_addr", "::1", nfnetlink.NFPROTO_IPV6, socket.AF_INET6,
+                           16)}
 IPV4 = FAMILIES["IPv4"]
 
 MAPS: dict[str, str] = {
@@ -130,7 +131,7 @@ ENDPOINT_MAPS: dict[str, str] = {
 def packer(family: Family, m: str) -> nfnetlink.ElementPacker:
     """Endpoint map m's element encoding. Key: address . port . index (node ports:
     port . index), data: address . port; ports and the index take 4 bytes each."""
-    addr = len(family.pack("::" if family.af == socket.AF_INET6 else "0.0.0.0"))
+    addr = family.addr_len
     return nfnetlink.ElementPacker(addr + 8 if m.startswith("endpoints-") else 8, addr + 4)
 
 
