@@ -61,7 +61,8 @@ class Harness:
         self.kind = kind
         self.tag = tag or secrets.token_hex(3)
         self.backend = make_backend(kind, self.tag, family)
-        self.service_health = ServiceHealthServer(bind_host="127.0.0.1")
+        self.service_health = ServiceHealthServer(
+            bind_host="::1" if family == "IPv6" else "127.0.0.1")
         self.health = ProxierHealth(now=time.time)
         self.conntrack = Conntrack(family=family)
         self.proxier = Proxier(backend=self.backend, node_name=NODE, conntrack=self.conntrack,

@@ -370,3 +370,17 @@ def test_nftables_endpoint_elements_encoded_as_written() -> None:
         assert wire[key] == nftables.packer(nftables.IPV4, "endpoints-tcp").pack(
             nfnetlink.ipv4(ip) + nfnetlink.inet_service(int(port)) + nfnetlink.u32(int(i)),
             nfnetlink.ipv4(eip) + nfnetlink.inet_service(int(eport)))
+
+
+def test_dual_stack_addresses_from_config() -> None:
+    """--cluster-cidr / --proxy-service-cidr lists split by family, and each family's
+    healthCheckNodePort listeners bind an address of that family."""
+    from kubenode.proxy.app import cidrs_of, health_bind_host
+
+    assert cidrs_of("10.42.0.0/16, fd42::/56", "IPv6") == ["fd42::/56"]
+    assert cidrs_of(["10.43.0.0/16", "fd43::/112"], "IPv4") == ["10.43.0.0/16"]
+    assert cidrs_of(None, "IPv4") == []
+    assert health_bind_host("0.0.0.0", "IPv6") == "::"
+    assert health_bind_host("10.0.0.5", "IPv4") == "10.0.0.5"
+    assert health_bind_host("fd00::1", "IPv6") == "fd00::1"
+    assert health_bind_host("fd00::1", "IPv4") == "0.0.0.0"

@@ -96,3 +96,27 @@ async def test_dual_stack_service(proxy: Harness, proxy6: Harness, netenv: NetEn
     assert {r.split()[0] for r in netenv.pods["client"].http(
         f"http://{VIP4}/cgi-bin/who", 5)} == {"a"}
     assert set(await fetch(f"http://[{VIP6}]/cgi-bin/who", 5)) == {"c"}
+
+
+async def test_health_check_node_port_per_family(proxy: Harness, proxy6: Harness,
+                                                 netenv: NetEnv) -> None:
+    """A dual-stack externalTrafficPolicy=Local Service: each family's proxier answers
+    the healthCheckNodePort on its own address with its own family's local endpoints."""
+    hc_port = 32000 + (int(proxy6.tag, 16) + 350) % 700
+    dual = svc("etp", VIP4, type="LoadBalancer", externalTrafficPolicy="Local",
+               healthCheckNodePort=hc_port, ipFamilies=["IPv4", "IPv6"])
+    dual["spec"]["clusterIPs"] = [VIP4, VIP6]
+    dual["spec"]["ports"][0]["nodePort"] = 30000 + (int(proxy6.tag, 16) + 11) % 2700
+    for h in (proxy, proxy6):  # only an IPv4 slice so far
+        h.service(dual)
+        h.slice(eps("etp", [ep(A), ep(B)], name="etp-v4"))
+        await h.sync()
+    async with aiohttp.ClientSession() as s:
+        for host, n in (("127.0.0.1", 2), ("[::1]", 0)):
+            async with s.get(f"http://{host}:{hc_port}/healthz") as r:
+                assert (r.status, (await r.json())["localEndpoints"]) == (
+                    200 if n else 503, n), host
+        proxy6.slice(slice6("etp", [C]))
+        await proxy6.sync()
+        async with s.get(f"http://[::1]:{hc_port}/healthz") as r:
+            assert (r.status, (await r.json())["localEndpoints"]) == (200, 1)

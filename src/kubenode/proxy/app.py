@@ -11,7 +11,8 @@ One proxier per IP family (upstream's dual-stack MetaProxier): IPv4, and IPv6 wh
 kernel has it (and, for --proxy-mode iptables, ip6tables-restore). Each has its own
 table or chains and trackers; they share the informers, healthz (healthy when both
 are) and metrics. --cluster-cidr and --proxy-service-cidr may list CIDRs of both
-families. healthCheckNodePorts are served by the first family's proxier.
+families. Each serves healthCheckNodePorts on its family's address (the configured
+one if of that family, else 0.0.0.0 / ::), counting its family's local endpoints.
 
 run(): clean up the other backend's rules (switching --proxy-mode), start the healthz
 (:10256 /healthz, /livez) and metrics (:10249 /metrics) listeners, start the Service
@@ -44,7 +45,7 @@ from kubenode.proxy.iptables import IptablesBackend
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.nftables import NftablesBackend
 from kubenode.proxy.proxier import Backend, Proxier
-from kubenode.proxy.types import FAMILIES, IPFamily
+from kubenode.proxy.types import FAMILIES, IPFamily, family_of
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,13 @@ def ip_families(mode: str) -> list[IPFamily]:
     return ["IPv4", "IPv6"]
 
 
+def health_bind_host(configured: str, family: IPFamily) -> str:
+    """Where `family`'s healthCheckNodePort listeners bind."""
+    if family_of(configured) == family:
+        return configured
+    return "0.0.0.0" if family == "IPv4" else "::"
+
+
 async def cleanup(config: ProxyConfig) -> None:
     for family in FAMILIES:
         for backend in make_backends(config, family).values():
@@ -113,8 +121,8 @@ class ProxyServer:
                 backend=backends.pop(config.mode), node_name=config.hostname_override,
                 conntrack=Conntrack(family=family) if config.conntrack else None,
                 metrics=self.metrics, health=self.health, family=family,
-                service_health=None if self.proxiers else ServiceHealthServer(
-                    bind_host=config.health_check_bind_address),
+                service_health=ServiceHealthServer(bind_host=health_bind_host(
+                    config.health_check_bind_address, family)),
                 min_sync_period=config.min_sync_period, sync_period=config.sync_period,
                 now=now, monotonic=monotonic))
             self._others += backends.values()
