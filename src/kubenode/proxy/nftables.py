@@ -557,6 +557,11 @@ def stage_endpoint_maps(table: str, maps: Mapping[str, str], family: Family) -> 
     return "\n".join(out) + "\n"
 
 
+def generation_names(gen: int) -> dict[str, str]:
+    """ENDPOINT_MAPS name -> the table's name for it in generation `gen`."""
+    return {m: f"{m}-gen{gen}" for m in ENDPOINT_MAPS}
+
+
 def generation(names: Iterable[str]) -> int:
     """The highest endpoint map generation among set names (0: none)."""
     gens = [int(m[1]) for n in names if (m := _GENERATION.fullmatch(n))]
@@ -637,7 +642,7 @@ class NftablesBackend:
             gc.enable()
         chains, sets = await self._existing()
         gen = max(self._generation, generation(sets)) + 1
-        maps = {m: f"{m}-gen{gen}" for m in ENDPOINT_MAPS}
+        maps = generation_names(gen)
         self._synced = False
         await run_nft(["-f", "-"], stage_endpoint_maps(self.table, maps, self.family))
         batch = nfnetlink.ElementBatch(self.table, self.family.nfproto)
@@ -699,7 +704,7 @@ class NftablesBackend:
         # shared chains: added when first needed, left for the full sync to remove
         old.shared = self._shared
         await self._apply(render(self.table, new, old, set(), set(),
-                                 {m: f"{m}-gen{self._generation}" for m in ENDPOINT_MAPS}))
+                                 generation_names(self._generation)))
         self._shared |= new.shared
         for spn, entry in fresh.items():
             if entry is None:
