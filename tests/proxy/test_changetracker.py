@@ -368,8 +368,8 @@ def test_nftables_endpoint_elements_encoded_as_written() -> None:
         ip, port, i = key.split(" . ")
         eip, eport = value.split(" . ")
         assert wire[key] == nftables.packer(nftables.IPV4, "endpoints-tcp").pack(
-            nfnetlink.ipv4(ip) + nfnetlink.inet_service(int(port)) + nfnetlink.u32(int(i)),
-            nfnetlink.ipv4(eip) + nfnetlink.inet_service(int(eport)))
+            nftables.IPV4.pack(ip) + nfnetlink.inet_service(int(port)) + nfnetlink.u32(int(i)),
+            nftables.IPV4.pack(eip) + nfnetlink.inet_service(int(eport)))
 
 
 def test_dual_stack_addresses_from_config() -> None:

@@ -79,8 +79,8 @@ def test_elements_match_what_nft_writes(family: str) -> None:
 
 def test_refused_batch_applies_nothing(table: str) -> None:
     pack = nftables.packer(nftables.IPV4, "endpoints-tcp").pack
-    good = pack(nfnetlink.ipv4("10.0.0.1") + nfnetlink.inet_service(80) + nfnetlink.u32(0),
-                nfnetlink.ipv4("10.1.0.1") + nfnetlink.inet_service(8080))
+    good = pack(nftables.IPV4.pack("10.0.0.1") + nfnetlink.inet_service(80) + nfnetlink.u32(0),
+                nftables.IPV4.pack("10.1.0.1") + nfnetlink.inet_service(8080))
     batch = nfnetlink.ElementBatch(table)
     batch.add("endpoints-tcp-nl", good, len(good))
     batch.add("no-such-map", good, len(good))
@@ -94,7 +94,7 @@ def test_large_batches_are_split_into_messages(table: str) -> None:
     pack = nftables.packer(nftables.IPV4, "nodeport-endpoints-tcp").pack
     n = 20000  # 640 kB: ~11 messages of at most 64 kB, one sendmsg
     blob = b"".join(pack(nfnetlink.inet_service(30000 + i // 10) + nfnetlink.u32(i % 10),
-                         nfnetlink.ipv4(f"10.2.{i // 250}.{i % 250 + 1}")
+                         nftables.IPV4.pack(f"10.2.{i // 250}.{i % 250 + 1}")
                          + nfnetlink.inet_service(80)) for i in range(n))
     batch = nfnetlink.ElementBatch(table)
     batch.add("nodeport-endpoints-tcp-nl", blob, len(blob) // n)

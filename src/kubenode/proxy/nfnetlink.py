@@ -80,10 +80,6 @@ class ElementPacker:
         return self._struct.pack(self._key_hdr, key, self._data_hdr, data)
 
 
-def ipv4(addr: str) -> bytes:
-    return socket.inet_aton(addr)
-
-
 def inet_service(port: int) -> bytes:
     """A port as a concatenation field: 2 bytes, network order, padded to 4."""
     return port.to_bytes(2, "big") + b"\0\0"
