@@ -309,10 +309,7 @@ def _service_rules(v: ServiceView, rs: Ruleset, *, cluster_cidr: str | None,
     else:  # iTP Local without local endpoints
         _no_endpoints(rs, [cluster_key], None, "drop")
 
-    if not info.externally_accessible:
-        return
-    if not v.external:  # eTP Local without local endpoints
-        _no_endpoints(rs, ext_keys, np_key, "drop")
+    if not _takes_external(v, rs, ext_keys, np_key):
         return
     ext: list[str] = []
     if info.external_policy_local:
@@ -353,6 +350,19 @@ def _no_endpoints(rs: Ruleset, keys: list[str], np_key: str | None, verdict: str
         rs.maps["no-endpoint-nodeports"][np_key] = verdict
 
 
+def _takes_external(v: ServiceView, rs: Ruleset, ext_keys: list[str],
+                    np_key: str | None) -> bool:
+    """Whether external traffic (external and load-balancer IPs, node port) goes on to
+    endpoints: not when the port has none of those, nor when externalTrafficPolicy
+    Local leaves no local endpoint (then that traffic is dropped)."""
+    if not v.info.externally_accessible:
+        return False
+    if not v.external:
+        _no_endpoints(rs, ext_keys, np_key, "drop")
+        return False
+    return True
+
+
 def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
                         ext_keys: list[str], np_key: str | None) -> None:
     """A service port without session affinity or a Local external policy: map
@@ -370,10 +380,7 @@ def _shared_lb_elements(v: ServiceView, rs: Ruleset, *, cluster_key: str,
                            rs.family.pack(info.cluster_ip) + port, targets)
     else:  # iTP Local without local endpoints
         _no_endpoints(rs, [cluster_key], None, "drop")
-    if not info.externally_accessible:
-        return
-    if not v.external:  # eTP Local without local endpoints
-        _no_endpoints(rs, ext_keys, np_key, "drop")
+    if not _takes_external(v, rs, ext_keys, np_key):
         return
     targets = _unique(v.external)
     if ext_keys:
