@@ -45,7 +45,7 @@ from kubenode.proxy.iptables import IptablesBackend
 from kubenode.proxy.metrics import ProxyMetrics
 from kubenode.proxy.nftables import NftablesBackend
 from kubenode.proxy.proxier import Backend, Proxier
-from kubenode.proxy.types import FAMILIES, IPFamily, family_of
+from kubenode.proxy.types import FAMILIES, FAMILY_OF_VERSION, IPFamily, family_of
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ PROXY_LABEL_SELECTOR = "!service.kubernetes.io/service-proxy-name,!service.kuber
 def cidrs_of(value: str | list[str] | None, family: IPFamily) -> list[str]:
     """The CIDRs of `family` in a comma-separated list (or a list)."""
     items = value.split(",") if isinstance(value, str) else (value or [])
-    version = 4 if family == "IPv4" else 6
     out = []
     for item in (i.strip() for i in items):
         with contextlib.suppress(ValueError):
-            if item and ipaddress.ip_network(item, strict=False).version == version:
+            version = ipaddress.ip_network(item, strict=False).version if item else 0
+            if FAMILY_OF_VERSION.get(version) == family:
                 out.append(item)
     return out
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, NewType
 NamespacedName = NewType("NamespacedName", str)  # "namespace/name"
 IPFamily = Literal["IPv4", "IPv6"]
 FAMILIES: tuple[IPFamily, ...] = ("IPv4", "IPv6")
+FAMILY_OF_VERSION: dict[int, IPFamily] = {4: "IPv4", 6: "IPv6"}  # ipaddress .version
 
 DEFAULT_AFFINITY_TIMEOUT = 10800
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -72,7 +73,7 @@ class Endpoint:
 
 def family_of(value: Any) -> IPFamily | None:
     try:
-        return "IPv4" if ipaddress.ip_address(str(value)).version == 4 else "IPv6"
+        return FAMILY_OF_VERSION[ipaddress.ip_address(str(value)).version]
     except ValueError:
         return None
 
@@ -83,7 +84,7 @@ def _ip(value: Any, family: IPFamily) -> str | None:
         ip = ipaddress.ip_address(str(value))
     except ValueError:
         return None
-    return str(ip) if ip.version == (4 if family == "IPv4" else 6) else None
+    return str(ip) if FAMILY_OF_VERSION[ip.version] == family else None
 
 
 def service_ports(svc: dict[str, Any] | None,
